@@ -1,0 +1,1 @@
+"""Thinking Augmented Pre-Training engines: plain Python, callable with or without Dagster."""

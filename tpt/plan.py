@@ -1,0 +1,65 @@
+"""Where every stage of an experiment writes, and under which version.
+
+A stage's directory is named by its chained version, so a changed prompt writes new trajectories beside the old
+ones (nothing finished is overwritten) and an unchanged config finds its finished output and skips the work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tpt.config import Experiment
+from tpt.versioning import content_hash, stage_version, versioned_fields
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str
+    version: str  # own config + upstream versions: names the output directory
+    code_version: str  # own config only: what Dagster compares to mark an asset stale
+    path: Path
+
+
+class ExperimentPlan:
+    def __init__(self, experiment: Experiment, artifact_root: str | Path):
+        self.experiment = experiment
+        self.root = Path(artifact_root) / experiment.name
+
+    def _plan(self, stage: str, own: object, *upstream: StagePlan, label: str = "") -> StagePlan:
+        version = stage_version(stage, own, *(u.version for u in upstream))
+        name = f"{label}-{version}" if label else version
+        return StagePlan(stage, version, content_hash(stage, own), self.root / stage / name)
+
+    @property
+    def corpus(self) -> StagePlan:
+        return self._plan("corpus", versioned_fields(self.experiment.corpus))
+
+    @property
+    def trajectories(self) -> StagePlan:
+        return self._plan("trajectories", versioned_fields(self.experiment.generation), self.corpus)
+
+    @property
+    def augmented(self) -> StagePlan:
+        return self._plan("augmented", {"join_separator": self.experiment.join_separator}, self.trajectories)
+
+    def token_shards(self, variant: str) -> StagePlan:
+        source = self.augmented if variant == "tpt" else self.corpus
+        own = {
+            "variant": variant,
+            "tokenizer": versioned_fields(self.experiment.tokenizer),
+            "seq_len": self.experiment.training.seq_len,
+        }
+        return self._plan("token_shards", own, source, label=variant)
+
+    def checkpoint(self, variant: str) -> StagePlan:
+        own = {"variant": variant, "training": versioned_fields(self.experiment.training)}
+        return self._plan("checkpoint", own, self.token_shards(variant), label=variant)
+
+    def benchmarks(self, variant: str) -> StagePlan:
+        own = {"variant": variant, "evaluation": versioned_fields(self.experiment.evaluation)}
+        return self._plan("benchmarks", own, self.checkpoint(variant), label=variant)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root.parent / "_models"

@@ -1,0 +1,53 @@
+"""Content hashing that decides what reruns (marin's idea): a stage's version is a hash of the config fields
+that change its output, plus the versions of the stages it reads. Same version, same output path, no rework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+# Bumped by hand when a stage's code changes what it writes for the same config.
+STAGE_CODE_REVISIONS = {
+    "corpus": 1,
+    "trajectories": 1,
+    "augmented": 1,
+    "token_shards": 1,
+    "checkpoint": 1,
+    "benchmarks": 1,
+}
+
+
+def versioned_fields(model: BaseModel) -> dict[str, Any]:
+    """The model's fields as plain data, without those marked ``operational``."""
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("operational"):
+            continue
+        out[name] = _plain(getattr(model, name))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return versioned_fields(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def content_hash(*parts: Any, length: int = 12) -> str:
+    """Stable short hash of JSON-serialisable parts (key order does not matter)."""
+    payload = json.dumps([_plain(p) for p in parts], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
+
+
+def stage_version(stage: str, own: Any, *upstream_versions: str) -> str:
+    """Version of one stage's output: its code revision, its own versioned config, and what it reads."""
+    return content_hash(stage, STAGE_CODE_REVISIONS[stage], own, list(upstream_versions))
