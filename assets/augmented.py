@@ -1,0 +1,69 @@
+import time
+
+import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from assets import keys
+from assets.recording import finish
+from resources import ArtifactStorage, DuckDBCatalog
+from tpt.atomic import write_parquet
+from tpt.augment import augment
+from tpt.config import Experiment
+from tpt.corpus.build import load_manifest, read_shard
+from tpt.generation.shard_runner import read_trajectories
+from tpt.plan import ExperimentPlan
+
+
+def augmented_asset(experiment: Experiment) -> dg.AssetsDefinition:
+    code_version = ExperimentPlan(experiment, ".").augmented.code_version
+
+    @dg.asset(
+        key=keys.key(experiment, keys.AUGMENTED),
+        deps=[keys.key(experiment, keys.CORPUS), keys.key(experiment, keys.TRAJECTORIES)],
+        group_name=experiment.name,
+        code_version=code_version,
+        kinds={"python", "parquet"},
+        description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
+    )
+    def augmented_documents(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
+        started = time.perf_counter()
+        plan = storage.plan(experiment)
+        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+        if manifest is None:
+            raise dg.Failure("corpus is not built; materialize it first")
+        documents = with_thinking = chars = 0
+        reused = True
+        for shard in manifest.shard_names:
+            target = plan.augmented.path / f"{shard}.parquet"
+            trajectories = read_trajectories(plan.trajectories.path / shard)
+            if trajectories is None:
+                raise dg.Failure(f"{shard} has no trajectories; materialize {keys.TRAJECTORIES} first")
+            if target.exists():
+                table = pq.read_table(target)
+            else:
+                reused = False
+                table = augment(read_shard(plan.corpus.path, shard), trajectories, experiment.join_separator)
+                write_parquet(target, table)
+            documents += table.num_rows
+            with_thinking += int(pc.sum(table["has_thinking"]).as_py() or 0)
+            chars += int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0)
+        context.log.info(f"augmented {documents} documents, {with_thinking} with thinking")
+        figures = {
+            "documents": documents,
+            "documents_with_thinking": with_thinking,
+            "documents_without_thinking": documents - with_thinking,
+            "characters": chars,
+        }
+        return finish(
+            context,
+            catalog.open(),
+            experiment.name,
+            plan.augmented,
+            wall_s=time.perf_counter() - started,
+            reused=reused,
+            figures=figures,
+            parents=[plan.corpus, plan.trajectories],
+        )
+
+    return augmented_documents

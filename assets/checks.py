@@ -1,0 +1,117 @@
+"""Asset checks: each stage's output is consistent with its inputs, visible in the UI beside the asset."""
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from assets import keys
+from resources import ArtifactStorage, DuckDBCatalog
+from tpt.atomic import read_json
+from tpt.config import Experiment
+from tpt.corpus.build import load_manifest
+from tpt.generation.shard_runner import read_trajectories
+from tpt.tokenization import PackedShards
+
+MAX_GENERATION_ERROR_SHARE = 0.05
+
+
+def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
+    checks = [_corpus_ids_unique(experiment), _every_document_has_thinking(experiment)]
+    for variant in experiment.variants:
+        checks += [
+            _token_documents_match(experiment, variant),
+            _loss_decreased(experiment, variant),
+            _scores_in_range(experiment, variant),
+        ]
+    return checks
+
+
+def _corpus_ids_unique(experiment: Experiment) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=keys.key(experiment, keys.CORPUS), name="document_ids_unique_and_counted")
+    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
+        plan = storage.plan(experiment).corpus
+        manifest = load_manifest(plan.path, plan.version)
+        if manifest is None:
+            return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
+        ids = [i for s in manifest.shard_names for i in pq.read_table(plan.path / f"{s}.parquet")["doc_id"].to_pylist()]
+        passed = len(ids) == len(set(ids)) == manifest.n_documents
+        return dg.AssetCheckResult(
+            passed=passed,
+            metadata={"documents": len(ids), "unique_ids": len(set(ids)), "manifest": manifest.n_documents},
+        )
+
+    return check
+
+
+def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=keys.key(experiment, keys.TRAJECTORIES), name="one_trajectory_per_document")
+    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
+        plan = storage.plan(experiment)
+        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+        if manifest is None:
+            return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
+        rows = errors = 0
+        missing = 0
+        for shard in manifest.shard_names:
+            docs = set(pq.read_table(plan.corpus.path / f"{shard}.parquet")["doc_id"].to_pylist())
+            table = read_trajectories(plan.trajectories.path / shard)
+            got = table["doc_id"].to_pylist() if table is not None else []
+            rows += len(got)
+            missing += len(docs - set(got))
+            errors += (table["finish_reason"].to_pylist().count("error")) if table is not None else 0
+        duplicated = rows - (manifest.n_documents - missing)
+        error_share = errors / max(rows, 1)
+        return dg.AssetCheckResult(
+            passed=missing == 0 and duplicated == 0 and error_share <= MAX_GENERATION_ERROR_SHARE,
+            metadata={"missing": missing, "duplicated": duplicated, "errors": errors, "error_share": error_share},
+        )
+
+    return check
+
+
+def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=keys.key(experiment, keys.TOKEN_SHARDS, variant), name="documents_match_upstream")
+    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
+        plan = storage.plan(experiment)
+        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+        shards = PackedShards.from_dir(plan.token_shards(variant).path)
+        packed = sum(read_json(p)["n_documents"] for p in sorted(plan.token_shards(variant).path.glob("*.json")))
+        expected = manifest.n_documents if manifest else -1
+        return dg.AssetCheckResult(
+            passed=packed == expected and len(shards) > 0,
+            metadata={"packed_documents": packed, "corpus_documents": expected, "sequences": len(shards)},
+        )
+
+    return check
+
+
+def _loss_decreased(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=keys.key(experiment, keys.CHECKPOINT, variant), name="loss_decreased")
+    def check(storage: ArtifactStorage, catalog: DuckDBCatalog) -> dg.AssetCheckResult:
+        version = storage.plan(experiment).checkpoint(variant).version
+        curve = catalog.open().query(
+            "SELECT loss FROM loss_curve WHERE experiment = ? AND variant = ? AND checkpoint_version = ? ORDER BY step",
+            [experiment.name, variant, version],
+        )
+        if len(curve) < 2:
+            return dg.AssetCheckResult(passed=False, description="fewer than two logged steps")
+        first, last = curve[0]["loss"], curve[-1]["loss"]
+        return dg.AssetCheckResult(passed=last < first, metadata={"first_loss": first, "final_loss": last})
+
+    return check
+
+
+def _scores_in_range(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=keys.key(experiment, keys.BENCHMARKS, variant), name="scores_in_unit_range")
+    def check(storage: ArtifactStorage, catalog: DuckDBCatalog) -> dg.AssetCheckResult:
+        version = storage.plan(experiment).benchmarks(variant).version
+        rows = catalog.open().query(
+            "SELECT benchmark, metric, value FROM scores "
+            "WHERE experiment = ? AND variant = ? AND benchmarks_version = ?",
+            [experiment.name, variant, version],
+        )
+        bad = [r for r in rows if not 0.0 <= r["value"] <= 1.0]
+        benchmarks = {r["benchmark"] for r in rows}
+        passed = not bad and benchmarks == set(experiment.evaluation.benchmarks)
+        return dg.AssetCheckResult(passed=passed, metadata={"benchmarks": sorted(benchmarks), "out_of_range": bad})
+
+    return check

@@ -1,0 +1,129 @@
+import csv
+import time
+
+import dagster as dg
+
+from assets import keys
+from assets.recording import finish, png_markdown
+from resources import ArtifactStorage, DuckDBCatalog, Trainer
+from tpt.atomic import read_json
+from tpt.config import Experiment
+from tpt.models import resolve_model
+from tpt.plan import ExperimentPlan
+from tpt.plots import line_plot
+from tpt.tokenization import PackedShards
+from tpt.training import train
+
+RESULT_FILE = "train_result.json"
+
+
+def checkpoint_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
+    return [_checkpoint(experiment, variant) for variant in experiment.variants]
+
+
+def read_loss_curve(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
+    code_version = ExperimentPlan(experiment, ".").checkpoint(variant).code_version
+
+    @dg.asset(
+        name=f"{keys.CHECKPOINT}_{variant}",
+        key_prefix=[experiment.name],
+        deps=[keys.key(experiment, keys.TOKEN_SHARDS, variant)],
+        group_name=experiment.name,
+        code_version=code_version,
+        kinds={"pytorch", "transformers"},
+        tags={"variant": variant},
+        description=f"A LLaMA-architecture model pretrained on the {variant} token shards for the experiment's "
+        "token budget; resumes from its last checkpoint; final model in Hugging Face format.",
+    )
+    def checkpoint(
+        context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, trainer: Trainer
+    ):
+        started = time.perf_counter()
+        plan = storage.plan(experiment)
+        stage = plan.checkpoint(variant)
+        result_path = stage.path / RESULT_FILE
+        reused = result_path.exists()
+        if not reused:
+            shards = PackedShards.from_dir(plan.token_shards(variant).path)
+            train(
+                experiment.training,
+                shards,
+                stage.path,
+                tokenizer_dir=resolve_model(experiment.tokenizer),
+                device=trainer.resolved_device(),
+                log=context.log.info,
+                memory_limit_bytes=trainer.memory_limit_bytes,
+            )
+        result = read_json(result_path)
+        curve = read_loss_curve(result["loss_curve"])
+        cat = catalog.open()
+        cat.upsert(
+            "checkpoints",
+            [
+                {
+                    "experiment": experiment.name,
+                    "variant": variant,
+                    "checkpoint_version": stage.version,
+                    "path": result["final_model"],
+                    "tokens_seen": result["tokens_seen"],
+                    "steps": result["steps"],
+                    "epochs": result["data_passes"],
+                    "parameters": result["n_params"],
+                    "final_loss": result["final_loss"],
+                    "tokens_per_s": result["tokens_per_s"],
+                }
+            ],
+        )
+        cat.upsert(
+            "loss_curve",
+            [
+                {
+                    "experiment": experiment.name,
+                    "variant": variant,
+                    "checkpoint_version": stage.version,
+                    "step": int(r["step"]),
+                    "loss": r["loss"],
+                    "lr": r["lr"],
+                    "tokens_seen": int(r["tokens_seen"]),
+                }
+                for r in curve
+            ],
+        )
+        figures = {
+            "variant": variant,
+            "final_model": result["final_model"],
+            "steps": result["steps"],
+            "tokens_seen": result["tokens_seen"],
+            "data_passes": round(result["data_passes"], 3),
+            "parameters": result["n_params"],
+            "flops_per_token": result["flops_per_token"],
+            "first_loss": curve[0]["loss"],
+            "final_loss": result["final_loss"],
+            "tokens_per_s": round(result["tokens_per_s"], 1),
+            "device": result["device"],
+        }
+        plot = line_plot(
+            {variant: ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])},
+            title=f"{experiment.name} {variant}: training loss",
+            xlabel="tokens",
+            ylabel="loss",
+        )
+        return finish(
+            context,
+            cat,
+            experiment.name,
+            stage,
+            wall_s=time.perf_counter() - started,
+            reused=reused,
+            figures=figures,
+            parents=[plan.token_shards(variant)],
+            variant=variant,
+            extra_metadata={"loss_curve": png_markdown(plot, "loss curve")},
+        )
+
+    return checkpoint

@@ -1,0 +1,73 @@
+"""What every stage does after its work: metadata for Dagster, rows for the catalog, one version for both."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from tpt.catalog import Catalog
+from tpt.plan import StagePlan
+
+
+def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
+    if not rows:
+        return dg.MetadataValue.md("_no rows_")
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def finish(
+    context: dg.AssetExecutionContext,
+    catalog: Catalog,
+    experiment: str,
+    plan: StagePlan,
+    *,
+    wall_s: float,
+    reused: bool,
+    figures: Mapping[str, Any],
+    parents: Sequence[StagePlan] = (),
+    variant: str | None = None,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> dg.MaterializeResult:
+    """Record the stage in the catalog and return its materialization, versioned by the stage's content hash."""
+    catalog.record_stage(
+        experiment,
+        plan.stage,
+        plan.version,
+        variant=variant,
+        run_id=context.run.run_id,
+        wall_s=wall_s,
+        reused=reused,
+        metrics=dict(figures),
+        parents=[(p.stage, p.version) for p in parents],
+    )
+    metadata: dict[str, Any] = {
+        "path": dg.MetadataValue.path(str(plan.path)),
+        "stage_version": plan.version,
+        "wall_s": round(wall_s, 3),
+        "reused_finished_output": reused,
+        **{k: _metadata_value(v) for k, v in figures.items()},
+        **(extra_metadata or {}),
+    }
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(plan.version))
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return dg.MetadataValue.json(value)
+    return value

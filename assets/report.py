@@ -1,0 +1,91 @@
+import time
+
+import dagster as dg
+
+from assets import keys
+from assets.recording import markdown_table, png_markdown
+from resources import ArtifactStorage, DuckDBCatalog
+from tpt.atomic import write_json
+from tpt.config import Experiment
+from tpt.plots import grouped_bars, line_plot
+from tpt.versioning import content_hash
+
+# For context only: the paper's 8B / 100B-token results (Wang et al., 2025), never compared as if comparable.
+PAPER_8B_100B = {"gsm8k": {"vanilla": 0.192, "tpt": 0.501}, "math": {"vanilla": 0.091, "tpt": 0.218}}
+
+
+def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
+    variants = experiment.variants
+    deps = [keys.key(experiment, keys.BENCHMARKS, v) for v in variants]
+    deps += [keys.key(experiment, keys.CHECKPOINT, v) for v in variants]
+
+    @dg.asset(
+        key=keys.key(experiment, keys.REPORT),
+        deps=deps,
+        group_name=experiment.name,
+        kinds={"duckdb"},
+        description="Vanilla vs TPT side by side: benchmark scores, tokens seen, loss curves, read from the catalog.",
+    )
+    def report(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
+        started = time.perf_counter()
+        plan = storage.plan(experiment)
+        cat = catalog.open()
+        scores, runs, curves = {}, {}, {}
+        for v in variants:
+            bench_version, ckpt_version = plan.benchmarks(v).version, plan.checkpoint(v).version
+            for row in cat.query(
+                "SELECT benchmark, metric, value FROM scores WHERE experiment = ? AND variant = ? "
+                "AND benchmarks_version = ? AND primary_metric",
+                [experiment.name, v, bench_version],
+            ):
+                scores.setdefault(row["benchmark"], {"metric": row["metric"]})[v] = row["value"]
+            found = cat.query(
+                "SELECT tokens_seen, final_loss, steps, parameters FROM checkpoints WHERE experiment = ? "
+                "AND variant = ? AND checkpoint_version = ?",
+                [experiment.name, v, ckpt_version],
+            )
+            if not found:
+                raise dg.Failure(f"no checkpoint of variant {v} in the catalog; materialize {keys.CHECKPOINT}_{v}")
+            runs[v] = found[0]
+            curve = cat.query(
+                "SELECT tokens_seen, loss FROM loss_curve WHERE experiment = ? AND variant = ? "
+                "AND checkpoint_version = ? ORDER BY step",
+                [experiment.name, v, ckpt_version],
+            )
+            curves[v] = ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])
+        missing = [b for b in experiment.evaluation.benchmarks if any(v not in scores.get(b, {}) for v in variants)]
+        if missing:
+            raise dg.Failure(f"scores missing for {missing}; materialize the benchmark assets first")
+        table = [
+            {"benchmark": b, "metric": s["metric"], **{v: s[v] for v in variants}}
+            | ({"tpt - vanilla": s["tpt"] - s["vanilla"]} if {"tpt", "vanilla"} <= set(variants) else {})
+            | {f"paper 8B {v}": PAPER_8B_100B.get(b, {}).get(v, "") for v in variants}
+            for b, s in scores.items()
+        ]
+        training = [{"variant": v, **runs[v]} for v in variants]
+        version = content_hash("report", [plan.benchmarks(v).version for v in variants])
+        write_json(plan.root / "report" / version / "report.json", {"scores": table, "training": training})
+        score_plot = grouped_bars(
+            {b: {v: s[v] for v in variants} for b, s in scores.items()},
+            title=f"{experiment.name}: primary metric by benchmark",
+            ylabel="score",
+        )
+        loss_plot = line_plot(curves, title=f"{experiment.name}: training loss", xlabel="tokens", ylabel="loss")
+        context.log.info(
+            "scores: "
+            + "; ".join(f"{r['benchmark']}: " + ", ".join(f"{v} {r[v]:.3f}" for v in variants) for r in table)
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "scores": markdown_table(table),
+                "training": markdown_table(training),
+                "score_comparison": png_markdown(score_plot, "scores"),
+                "loss_curves": png_markdown(loss_plot, "loss curves"),
+                "tokens_seen": dg.MetadataValue.json({v: runs[v]["tokens_seen"] for v in variants}),
+                "wall_s": round(time.perf_counter() - started, 3),
+                "note": "Paper numbers are 8B models on 100B tokens, shown for context, not comparable here.",
+            },
+            data_version=dg.DataVersion(version),
+        )
+
+    return report

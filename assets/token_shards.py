@@ -1,0 +1,102 @@
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from assets import keys
+from assets.recording import finish, markdown_table
+from resources import ArtifactStorage, DuckDBCatalog, RayCluster
+from tpt.config import Experiment
+from tpt.corpus.build import load_manifest
+from tpt.models import resolve_model
+from tpt.plan import ExperimentPlan
+from tpt.tokenization.ray_pack import PackJob, pack_on_ray, shard_out_path
+
+INDEX_COLUMNS = ("n_documents", "n_sequences", "n_real_tokens", "n_padding_tokens", "packing_efficiency")
+
+
+def token_shard_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
+    return [_token_shards(experiment, variant) for variant in experiment.variants]
+
+
+def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
+    """Vanilla packs the documents alone; TPT packs the augmented [d; t] texts of the same documents."""
+    code_version = ExperimentPlan(experiment, ".").token_shards(variant).code_version
+    upstream = keys.AUGMENTED if variant == "tpt" else keys.CORPUS
+
+    @dg.asset(
+        name=f"{keys.TOKEN_SHARDS}_{variant}",
+        key_prefix=[experiment.name],
+        deps=[keys.key(experiment, upstream)],
+        group_name=experiment.name,
+        code_version=code_version,
+        kinds={"ray", "numpy"},
+        tags={"variant": variant},
+        description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, "
+        "one memory-mapped token file per corpus shard (Ray task each).",
+    )
+    def token_shards(
+        context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, ray_cluster: RayCluster
+    ):
+        started = time.perf_counter()
+        plan = storage.plan(experiment)
+        stage, source = plan.token_shards(variant), (plan.augmented if variant == "tpt" else plan.corpus)
+        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+        if manifest is None:
+            raise dg.Failure("corpus is not built; materialize it first")
+        jobs = [
+            PackJob(str(source.path / f"{s}.parquet"), str(shard_out_path(stage.path, s))) for s in manifest.shard_names
+        ]
+        missing = [j.source_parquet for j in jobs if not Path(j.source_parquet).exists()]
+        if missing:
+            raise dg.Failure(f"{len(missing)} input shards are missing (first: {missing[0]}); materialize {upstream}")
+        if any(not shard_out_path(stage.path, s).with_suffix(".json").exists() for s in manifest.shard_names):
+            ray_cluster.ensure()
+        tokenizer_dir = str(resolve_model(experiment.tokenizer))
+        indexes, packed_now = pack_on_ray(jobs, tokenizer_dir, experiment.training.seq_len, context.log.info)
+        rows = [
+            {"shard": shard, **{c: index[c] for c in INDEX_COLUMNS}}
+            for shard, index in zip(manifest.shard_names, indexes, strict=True)
+        ]
+        catalog_rows = [
+            {
+                "experiment": experiment.name,
+                "variant": variant,
+                "tokens_version": stage.version,
+                "shard": r["shard"],
+                "documents": r["n_documents"],
+                "sequences": r["n_sequences"],
+                "real_tokens": r["n_real_tokens"],
+                "padding_tokens": r["n_padding_tokens"],
+                "packing_efficiency": r["packing_efficiency"],
+            }
+            for r in rows
+        ]
+        cat = catalog.open()
+        cat.upsert("token_shards", catalog_rows)
+        real = sum(r["n_real_tokens"] for r in rows)
+        total = sum(r["n_real_tokens"] + r["n_padding_tokens"] for r in rows)
+        figures = {
+            "variant": variant,
+            "documents": sum(r["n_documents"] for r in rows),
+            "sequences": sum(r["n_sequences"] for r in rows),
+            "real_tokens": real,
+            "padding_tokens": total - real,
+            "packing_efficiency": round(real / total, 4),
+            "seq_len": experiment.training.seq_len,
+            "shards_packed_this_run": packed_now,
+        }
+        return finish(
+            context,
+            cat,
+            experiment.name,
+            stage,
+            wall_s=time.perf_counter() - started,
+            reused=packed_now == 0,
+            figures=figures,
+            parents=[source],
+            variant=variant,
+            extra_metadata={"shards": markdown_table(rows)},
+        )
+
+    return token_shards

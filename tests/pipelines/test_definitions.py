@@ -1,0 +1,88 @@
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from pipelines.definitions import build_definitions
+
+STAGES = {
+    "thinking_model": set(),
+    "corpus": set(),
+    "thinking_trajectories": {"corpus", "thinking_model"},
+    "augmented_documents": {"corpus", "thinking_trajectories"},
+    "token_shards_vanilla": {"corpus"},
+    "token_shards_tpt": {"augmented_documents"},
+    "checkpoint_vanilla": {"token_shards_vanilla"},
+    "checkpoint_tpt": {"token_shards_tpt"},
+    "benchmark_scores_vanilla": {"checkpoint_vanilla"},
+    "benchmark_scores_tpt": {"checkpoint_tpt"},
+    "report": {"benchmark_scores_vanilla", "benchmark_scores_tpt", "checkpoint_vanilla", "checkpoint_tpt"},
+}
+
+
+def _graph(defs: dg.Definitions, prefix: str) -> dict[str, set[str]]:
+    graph = defs.resolve_asset_graph()
+    out = {}
+    for key in graph.get_all_asset_keys():
+        if key.path[0] == prefix:
+            out[key.path[-1]] = {p.path[-1] for p in graph.get(key).parent_keys}
+    return out
+
+
+def test_embedded_graph_has_every_stage_with_its_dependencies():
+    defs = build_definitions()
+    assert _graph(defs, "embedded") == STAGES
+    assert {j.name for j in defs.jobs} == {"embedded_full_graph", "embedded_benchmarks"}
+    assert [s.name for s in defs.schedules] == ["embedded_benchmarks_nightly"]
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert {"document_ids_unique_and_counted", "one_trajectory_per_document", "loss_decreased"} <= checks
+
+
+def test_paper_experiment_loads_beside_the_default(monkeypatch):
+    monkeypatch.setenv("TPT_EXPERIMENTS", "embedded,paper_8b")
+    defs = build_definitions()
+    assert _graph(defs, "paper_8b") == STAGES
+    graph = defs.resolve_asset_graph()
+    paper, small = (graph.get(dg.AssetKey([e, "thinking_trajectories"])).code_version for e in ("paper_8b", "embedded"))
+    assert paper != small
+
+
+def test_sensor_exists_for_experiments_with_local_corpus_folders(monkeypatch, tmp_path, embedded):
+    import yaml
+
+    raw = embedded.model_dump(mode="json")
+    raw["name"] = "local_corpus"
+    raw["corpus"]["sources"] = [{"kind": "local", "name": "mine", "path": str(tmp_path)}]
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("TPT_EXPERIMENTS", str(path))
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def("local_corpus_new_corpus_files")
+    with dg.build_sensor_context(cursor=None) as context:
+        first = sensor.evaluate_tick(context)
+    assert len(first.run_requests) == 1 and first.cursor
+    with dg.build_sensor_context(cursor=first.cursor) as context:
+        assert sensor.evaluate_tick(context).run_requests == []  # nothing new: no repeated run
+    (tmp_path / "new.jsonl").write_text('{"text": "fresh"}\n')
+    with dg.build_sensor_context(cursor=first.cursor) as context:
+        third = sensor.evaluate_tick(context)
+    assert len(third.run_requests) == 1 and third.cursor != first.cursor
+
+
+def test_a_bad_experiment_name_in_the_environment_fails_loading_clearly(monkeypatch, tmp_path):
+    monkeypatch.setenv("TPT_EXPERIMENTS", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="experiment file not found"):
+        build_definitions()
+
+
+@pytest.mark.slow
+def test_dagster_cli_validates_the_workspace():
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful" in result.stdout + result.stderr

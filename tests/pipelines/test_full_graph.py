@@ -1,0 +1,146 @@
+"""The whole graph, materialized in-process on a micro config: real corpus text, real SmolLM2 thinking through
+Ray, real tokenizer, real training, real lm-eval, real DuckDB. Then again, to show nothing is recomputed."""
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+from transformers import AutoModelForCausalLM
+
+from pipelines.graph import experiment_assets, experiment_checks
+from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
+from tpt.atomic import read_json
+from tpt.catalog import Catalog
+from tpt.config import Experiment
+from tpt.plan import ExperimentPlan
+
+pytestmark = pytest.mark.slow
+
+
+def micro(embedded: Experiment) -> Experiment:
+    raw = embedded.model_dump(mode="json")
+    raw["name"] = "micro"
+    for source in raw["corpus"]["sources"]:
+        source["max_documents"] = 4
+    raw["corpus"]["documents_per_shard"] = 4
+    raw["generation"]["sampling"]["max_thinking_tokens"] = 12
+    raw["generation"] |= {"max_document_tokens": 64, "batch_size": 4}
+    raw["training"] |= {
+        "model": {
+            "hidden_size": 32,
+            "num_layers": 1,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "intermediate_size": 64,
+            "tie_embeddings": True,
+        },
+        "seq_len": 128,
+        "batch_tokens": 512,
+        "token_budget": 2048,
+        "warmup_steps": 1,
+        "micro_batch_size": 4,
+        "checkpoint_every": 2,
+    }
+    raw["evaluation"] |= {"limit": 1, "max_gen_toks": 8}
+    return Experiment.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def run(embedded, tmp_path_factory):
+    experiment = micro(embedded)
+    root = tmp_path_factory.mktemp("graph")
+    resources = {
+        "storage": ArtifactStorage(root=str(root / "artifacts")),
+        "catalog": DuckDBCatalog(path=str(root / "catalog.duckdb")),
+        "ray_cluster": RayCluster(num_cpus=2),
+        "generator": ThinkingGenerator(torch_threads=2),
+        "trainer": Trainer(device="cpu"),
+        "evaluator": Evaluator(device="cpu"),
+    }
+    definitions = [*experiment_assets(experiment), *experiment_checks(experiment)]
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.materialize(definitions, resources=resources, instance=instance)
+    second = dg.materialize(definitions, resources=resources, instance=instance)
+    return experiment, root, first, second
+
+
+def _metadata(result: dg.ExecuteInProcessResult, name: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == name]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_every_asset_and_check_succeeds(run):
+    experiment, _, first, _ = run
+    assert first.success
+    assert len(first.get_asset_materialization_events()) == 11
+    checks = first.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
+
+
+def test_document_counts_agree_across_stages(run):
+    _, _, first, _ = run
+    corpus = _metadata(first, "corpus")
+    assert corpus["documents"] == 8 and corpus["shards"] == 2
+    assert _metadata(first, "thinking_trajectories")["documents"] == 8
+    assert _metadata(first, "augmented_documents")["documents"] == 8
+    for variant in ("vanilla", "tpt"):
+        assert _metadata(first, f"token_shards_{variant}")["documents"] == 8
+
+
+def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):
+    experiment, root, first, _ = run
+    trajectories = _metadata(first, "thinking_trajectories")
+    assert trajectories["output_tokens"] > 0 and trajectories["engine"].startswith("transformers-")
+    vanilla, tpt = (_metadata(first, f"token_shards_{v}") for v in ("vanilla", "tpt"))
+    assert tpt["real_tokens"] > vanilla["real_tokens"]
+    ckpts = {v: _metadata(first, f"checkpoint_{v}") for v in ("vanilla", "tpt")}
+    assert ckpts["vanilla"]["tokens_seen"] == ckpts["tpt"]["tokens_seen"] == experiment.training.token_budget
+    for ckpt in ckpts.values():
+        assert ckpt["final_loss"] < ckpt["first_loss"]
+        model = AutoModelForCausalLM.from_pretrained(ckpt["final_model"])
+        assert model.config.hidden_size == 32
+    plan = ExperimentPlan(experiment, root / "artifacts")
+    augmented = pq.read_table(plan.augmented.path / "shard-00000.parquet").to_pylist()
+    thinking = {
+        r["doc_id"]: r["thinking"]
+        for r in pq.read_table(next((plan.trajectories.path / "shard-00000").glob("*.parquet"))).to_pylist()
+    }
+    joined = [r for r in augmented if r["doc_id"] in thinking and thinking[r["doc_id"]]]
+    assert joined and all(r["text"].endswith(experiment.join_separator + thinking[r["doc_id"]]) for r in joined)
+
+
+def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
+    experiment, root, first, _ = run
+    catalog = Catalog(root / "catalog.duckdb")
+    plan = ExperimentPlan(experiment, root / "artifacts")
+    for variant in experiment.variants:
+        meta = _metadata(first, f"benchmark_scores_{variant}")
+        for benchmark in ("gsm8k", "math", "humaneval", "mbpp"):
+            assert 0.0 <= meta[f"{benchmark}_score"] <= 1.0
+        samples = catalog.query(
+            "SELECT benchmark, count(*) AS n FROM eval_samples WHERE variant = ? AND benchmarks_version = ? "
+            "GROUP BY benchmark ORDER BY benchmark",
+            [variant, plan.benchmarks(variant).version],
+        )
+        assert samples == [{"benchmark": b, "n": 1} for b in ("gsm8k", "humaneval", "math", "mbpp")]
+    behind = catalog.lineage("micro", "benchmarks", plan.benchmarks("tpt").version)
+    assert [(r["stage"], r["version"], r["depth"]) for r in behind] == [
+        ("checkpoint", plan.checkpoint("tpt").version, 1),
+        ("token_shards", plan.token_shards("tpt").version, 2),
+        ("augmented", plan.augmented.version, 3),
+        ("corpus", plan.corpus.version, 4),
+        ("trajectories", plan.trajectories.version, 4),
+        ("corpus", plan.corpus.version, 5),
+    ]
+    report = _metadata(first, "report")
+    assert "gsm8k" in report["scores"] and "data:image/png;base64," in report["loss_curves"]
+
+
+def test_second_run_recomputes_nothing(run):
+    experiment, root, _, second = run
+    assert second.success
+    for event in second.get_asset_materialization_events():
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        if "reused_finished_output" in meta:
+            assert meta["reused_finished_output"] is True, event.asset_key
+    trained = read_json(ExperimentPlan(experiment, root / "artifacts").checkpoint("tpt").path / "train_result.json")
+    assert trained["resumed_from_step"] == 0  # trained once, never again

@@ -1,0 +1,33 @@
+import json
+
+import pytest
+
+from tpt.config import ModelSource
+from tpt.models import ModelNotFoundError, resolve_model
+from tpt.offline import OfflineDataError, read_member
+
+
+def test_missing_local_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist or has no config.json"):
+        resolve_model(ModelSource(kind="local", name=str(tmp_path / "nope")))
+
+
+def test_hub_model_without_hub_access_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="could not be fetched"):
+        resolve_model(ModelSource(kind="hf_hub", name="org-that-does-not-exist/model-xyz"))
+
+
+def test_gguf_wheel_model_converts_to_a_loadable_hf_folder(smollm2_dir):
+    config = json.loads((smollm2_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["vocab_size"] == 49152
+    assert "quantization_config" not in config  # plain float weights that vLLM and lm-eval load
+    assert (smollm2_dir / "model.safetensors").stat().st_size > 100 * 2**20
+
+
+def test_wheel_members_are_read_and_unknown_ones_refused():
+    assert read_member("evals", "evals/registry/data/schelling_point/owt_5.jsonl").count(b"\n") == 1000
+    with pytest.raises(OfflineDataError, match="not inside"):
+        read_member("evals", "evals/nothing.jsonl")
+    with pytest.raises(OfflineDataError, match="unknown wheel"):
+        read_member("not-pinned", "x")

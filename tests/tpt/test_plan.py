@@ -1,0 +1,61 @@
+from tpt.config import Experiment
+from tpt.plan import ExperimentPlan
+
+STAGES = ("corpus", "trajectories", "augmented")
+VARIANT_STAGES = ("token_shards", "checkpoint", "benchmarks")
+
+
+def versions(experiment: Experiment) -> dict[str, str]:
+    plan = ExperimentPlan(experiment, "/artifacts")
+    out = {s: getattr(plan, s).version for s in STAGES}
+    for v in experiment.variants:
+        out |= {f"{s}_{v}": getattr(plan, s)(v).version for s in VARIANT_STAGES}
+    return out
+
+
+def changed(before: Experiment, after: Experiment) -> set[str]:
+    a, b = versions(before), versions(after)
+    return {k for k in a if a[k] != b[k]}
+
+
+def edit(experiment: Experiment, section: str, **fields) -> Experiment:
+    part = getattr(experiment, section)
+    return experiment.model_copy(update={section: part.model_copy(update=fields)})
+
+
+def test_prompt_change_reruns_trajectories_and_everything_below_but_not_vanilla(embedded):
+    prompt = embedded.generation.prompt.model_copy(update={"version": "tpt-paper-v2"})
+    after = edit(embedded, "generation", prompt=prompt)
+    assert changed(embedded, after) == {
+        "trajectories",
+        "augmented",
+        "token_shards_tpt",
+        "checkpoint_tpt",
+        "benchmarks_tpt",
+    }
+
+
+def test_operational_fields_change_nothing(embedded):
+    faster = edit(edit(embedded, "generation", batch_size=64), "training", micro_batch_size=2, checkpoint_every=7)
+    faster = edit(faster, "evaluation", batch_size=32)
+    assert changed(embedded, faster) == set()
+
+
+def test_eval_setting_changes_only_benchmarks(embedded):
+    after = edit(embedded, "evaluation", limit=7)
+    assert changed(embedded, after) == {"benchmarks_vanilla", "benchmarks_tpt"}
+
+
+def test_seq_len_changes_training_side_only(embedded):
+    after = edit(embedded, "training", seq_len=512, batch_tokens=4096)
+    assert changed(embedded, after) == {f"{s}_{v}" for s in VARIANT_STAGES for v in ("vanilla", "tpt")}
+
+
+def test_paths_name_the_version_and_code_version_ignores_upstream(embedded):
+    plan = ExperimentPlan(embedded, "/artifacts")
+    assert plan.trajectories.path.name == plan.trajectories.version
+    assert plan.checkpoint("tpt").path.name == f"tpt-{plan.checkpoint('tpt').version}"
+    corpus_edit = edit(embedded, "corpus", min_chars=10)
+    other = ExperimentPlan(corpus_edit, "/artifacts")
+    assert other.trajectories.version != plan.trajectories.version  # upstream changed: new output
+    assert other.trajectories.code_version == plan.trajectories.code_version  # own config did not

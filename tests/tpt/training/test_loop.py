@@ -1,0 +1,153 @@
+"""Real training runs of a tiny LLaMA on real SmolLM2 tokens: a few seconds each on two CPU cores."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tpt.config import ModelShape, TrainingConfig
+from tpt.tokenization import PackedShards, tokenize_and_pack
+from tpt.training import CheckpointError, ModelTooLargeError, train
+
+SHAPE = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
+CONFIG = TrainingConfig(
+    model=SHAPE,
+    seq_len=32,
+    batch_tokens=4 * 32,  # 4 sequences per step, accumulated over micro-batches of 2
+    token_budget=6 * 4 * 32,  # 6 steps
+    lr=3e-3,
+    warmup_steps=2,
+    schedule="cosine",
+    micro_batch_size=2,
+    checkpoint_every=2,
+)
+NAMES = ["Ada", "Ben", "Cleo", "Dev", "Eli", "Fay"]
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, tokenizer_dir) -> PackedShards:
+    """Two shards of about 8 sequences in all, so 6 steps of 4 sequences run three epochs."""
+    folder = tmp_path_factory.mktemp("shards")
+    texts = [f"{n} has {i} apples and buys {i + 2} more, so {n} has {2 * i + 2} apples." for i, n in enumerate(NAMES)]
+    tokenize_and_pack(texts[:3], tokenizer_dir, CONFIG.seq_len, folder / "part-0.bin")
+    tokenize_and_pack(texts[3:], tokenizer_dir, CONFIG.seq_len, folder / "part-1.bin")
+    return PackedShards.from_dir(folder)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, shards, tokenizer_dir):
+    out = tmp_path_factory.mktemp("full")
+    lines: list[str] = []
+    steps: list[tuple] = []
+    result = train(
+        CONFIG,
+        shards,
+        out,
+        tokenizer_dir=tokenizer_dir,
+        log=lines.append,
+        on_step=lambda *a: steps.append(a),
+        log_interval_s=0,
+    )
+    return result, out, lines, steps
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_training_lowers_the_loss_and_reports(full_run, shards):
+    result, out, lines, steps = full_run
+    assert result.steps == 6 and len(result.losses) == 6 and result.tokens_seen == 6 * 128
+    assert result.losses[-1] < result.losses[0] - 0.3
+    assert result.final_loss == result.losses[-1]
+    assert result.epochs == -(-6 * 4 // len(shards)) and result.data_passes == 6 * 4 / len(shards)
+    assert result.tokens_per_s > 0 and result.flops_per_token > 6 * result.n_params // 2
+    assert [s[0] for s in steps] == list(range(1, 7)) and steps[-1][3] == 6 * 128
+    assert [s[1] for s in steps] == result.losses
+    assert any("training steps: 6/6 (100.0%)" in line and "ETA" in line for line in lines)
+    curve = (out / "loss_curve.csv").read_text().splitlines()
+    assert curve[0] == "step,loss,lr,grad_norm,tokens_seen" and len(curve) == 7
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000004", "step-00000006"]
+    assert result.checkpoint.name == "step-00000006"
+
+
+def test_final_model_loads_with_auto_classes_and_generates(full_run):
+    result, *_ = full_run
+    model = AutoModelForCausalLM.from_pretrained(result.final_model)
+    tokenizer = AutoTokenizer.from_pretrained(result.final_model)
+    assert sum(p.numel() for p in model.parameters()) == result.n_params
+    trained = torch.load(result.checkpoint / "state.pt", weights_only=True)["model"]
+    saved = load_file(result.final_model / "model.safetensors")
+    assert saved.keys() <= trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
+    prompt = tokenizer("Ada has 3 apples", return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_resumed_run_repeats_the_uninterrupted_curve_exactly(tmp_path, full_run, shards, tokenizer_dir):
+    result, *_ = full_run
+
+    def stop_at_3(step, *_):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None, on_step=stop_at_3)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000002"]
+    # Step 3 was lost with the process; the resumed run redoes it. The checkpoint interval is operational.
+    resumed_config = CONFIG.model_copy(update={"checkpoint_every": 3})
+    resumed = train(resumed_config, shards, tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None)
+    assert resumed.resumed_from_step == 2
+    assert resumed.losses == result.losses  # bit-for-bit, not approx
+    a, b = load_file(result.final_model / "model.safetensors"), load_file(resumed.final_model / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_from_another_config_or_data_is_refused(tmp_path, full_run, shards, tokenizer_dir):
+    _, out, *_ = full_run
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    before = _digest(tmp_path / "checkpoints" / "step-00000006")
+    with pytest.raises(CheckpointError, match="different training config") as refused:
+        train(CONFIG.model_copy(update={"lr": 1e-3}), shards, tmp_path, tokenizer_dir=tokenizer_dir)
+    assert "\n" not in str(refused.value)
+    other_data = PackedShards(shards.paths[:1])
+    with pytest.raises(CheckpointError, match="different token shards"):
+        train(CONFIG, other_data, tmp_path, tokenizer_dir=tokenizer_dir)
+    assert _digest(tmp_path / "checkpoints" / "step-00000006") == before
+    assert not (tmp_path / "final").exists()
+
+
+def test_corrupt_checkpoint_is_refused_and_the_earlier_one_kept(tmp_path, full_run, shards, tokenizer_dir):
+    _, out, *_ = full_run
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    earlier = _digest(tmp_path / "checkpoints" / "step-00000004")
+    state = tmp_path / "checkpoints" / "step-00000006" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="step-00000006 is damaged.*step-00000004 is intact") as refused:
+        train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None)
+    assert "\n" not in str(refused.value)
+    assert _digest(tmp_path / "checkpoints" / "step-00000004") == earlier
+    assert state.read_bytes() == bytes(data), "the damaged file is left for inspection, not overwritten"
+    # Following the message's advice resumes from the intact checkpoint and finishes the run.
+    shutil.rmtree(state.parent)
+    resumed = train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None)
+    assert resumed.resumed_from_step == 4 and resumed.steps == 6
+
+
+def test_refusals_happen_before_anything_is_written(tmp_path, shards, tokenizer_dir):
+    with pytest.raises(ModelTooLargeError, match="GiB"):
+        train(CONFIG, shards, tmp_path / "run", tokenizer_dir=tokenizer_dir, memory_limit_bytes=1_000_000)
+    with pytest.raises(ValueError, match="seq_len"):
+        longer = CONFIG.model_copy(update={"seq_len": 64, "batch_tokens": 256, "token_budget": 512})
+        train(longer, shards, tmp_path / "run", tokenizer_dir=tokenizer_dir)
+    assert not (tmp_path / "run").exists()

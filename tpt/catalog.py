@@ -1,0 +1,138 @@
+"""The DuckDB metadata and lineage catalog: every stage's figures, and the rows that tie a score to its inputs.
+
+Rows are keyed by (experiment, stage version), so a score joins to the checkpoint it measured, the checkpoint to its
+token shards, the shards to the trajectories and the trajectories to the documents; ``lineage`` answers the question
+"what stands behind this score". One short connection per write, retried while another process holds the file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stage_runs (
+    experiment VARCHAR, stage VARCHAR, variant VARCHAR, version VARCHAR, run_id VARCHAR,
+    recorded_at TIMESTAMP, wall_s DOUBLE, reused BOOLEAN, metrics JSON);
+CREATE TABLE IF NOT EXISTS lineage (
+    experiment VARCHAR, stage VARCHAR, version VARCHAR, parent_stage VARCHAR, parent_version VARCHAR,
+    PRIMARY KEY (experiment, stage, version, parent_stage, parent_version));
+CREATE TABLE IF NOT EXISTS documents (
+    experiment VARCHAR, corpus_version VARCHAR, doc_id VARCHAR, source VARCHAR, shard VARCHAR, n_chars BIGINT,
+    PRIMARY KEY (experiment, corpus_version, doc_id));
+CREATE TABLE IF NOT EXISTS trajectories (
+    experiment VARCHAR, trajectories_version VARCHAR, doc_id VARCHAR, shard VARCHAR, finish_reason VARCHAR,
+    prompt_tokens BIGINT, output_tokens BIGINT, document_cut BOOLEAN, engine VARCHAR, prompt_version VARCHAR,
+    model VARCHAR, error VARCHAR, PRIMARY KEY (experiment, trajectories_version, doc_id));
+CREATE TABLE IF NOT EXISTS token_shards (
+    experiment VARCHAR, variant VARCHAR, tokens_version VARCHAR, shard VARCHAR, documents BIGINT,
+    sequences BIGINT, real_tokens BIGINT, padding_tokens BIGINT, packing_efficiency DOUBLE,
+    PRIMARY KEY (experiment, variant, tokens_version, shard));
+CREATE TABLE IF NOT EXISTS checkpoints (
+    experiment VARCHAR, variant VARCHAR, checkpoint_version VARCHAR, path VARCHAR, tokens_seen BIGINT,
+    steps BIGINT, epochs DOUBLE, parameters BIGINT, final_loss DOUBLE, tokens_per_s DOUBLE,
+    PRIMARY KEY (experiment, variant, checkpoint_version));
+CREATE TABLE IF NOT EXISTS loss_curve (
+    experiment VARCHAR, variant VARCHAR, checkpoint_version VARCHAR, step BIGINT, loss DOUBLE, lr DOUBLE,
+    tokens_seen BIGINT, PRIMARY KEY (experiment, variant, checkpoint_version, step));
+CREATE TABLE IF NOT EXISTS scores (
+    experiment VARCHAR, variant VARCHAR, benchmarks_version VARCHAR, benchmark VARCHAR, metric VARCHAR,
+    value DOUBLE, stderr DOUBLE, n_samples BIGINT, primary_metric BOOLEAN, task_version VARCHAR,
+    PRIMARY KEY (experiment, variant, benchmarks_version, benchmark, metric));
+CREATE TABLE IF NOT EXISTS eval_samples (
+    experiment VARCHAR, variant VARCHAR, benchmarks_version VARCHAR, benchmark VARCHAR, doc_index BIGINT,
+    prompt VARCHAR, generation VARCHAR, extracted VARCHAR, target VARCHAR, correct BOOLEAN,
+    PRIMARY KEY (experiment, variant, benchmarks_version, benchmark, doc_index));
+"""
+
+LOCK_RETRY_S = 60.0
+
+
+class Catalog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.execute(SCHEMA)
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:  # another process holds the write lock
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def record_stage(
+        self,
+        experiment: str,
+        stage: str,
+        version: str,
+        *,
+        variant: str | None = None,
+        run_id: str = "",
+        wall_s: float = 0.0,
+        reused: bool = False,
+        metrics: dict[str, Any] | None = None,
+        parents: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with self.connect() as con:
+            con.execute(
+                "INSERT INTO stage_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [experiment, stage, variant, version, run_id, now, wall_s, reused, json.dumps(metrics or {})],
+            )
+            for parent_stage, parent_version in parents:
+                con.execute(
+                    "INSERT OR IGNORE INTO lineage VALUES (?, ?, ?, ?, ?)",
+                    [experiment, stage, version, parent_stage, parent_version],
+                )
+
+    def upsert(self, table: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert rows, replacing those with the same primary key (a rerun rewrites, never duplicates)."""
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        placeholders = ", ".join("?" for _ in columns)
+        sql = f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+        with self.connect() as con:
+            con.executemany(sql, [[row[c] for c in columns] for row in rows])
+        return len(rows)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            cursor = con.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def lineage(self, experiment: str, stage: str, version: str) -> list[dict[str, Any]]:
+        """Every stage version upstream of (stage, version), nearest first: the inputs behind a result."""
+        return self.query(
+            """
+            WITH RECURSIVE up(stage, version, parent_stage, parent_version, depth) AS (
+                SELECT stage, version, parent_stage, parent_version, 1 FROM lineage
+                WHERE experiment = ? AND stage = ? AND version = ?
+                UNION ALL
+                SELECT l.stage, l.version, l.parent_stage, l.parent_version, up.depth + 1
+                FROM lineage l JOIN up ON l.stage = up.parent_stage AND l.version = up.parent_version
+                WHERE l.experiment = ?
+            )
+            SELECT DISTINCT parent_stage AS stage, parent_version AS version, depth FROM up ORDER BY depth, stage
+            """,
+            [experiment, stage, version, experiment],
+        )

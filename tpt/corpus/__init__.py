@@ -1,0 +1,1 @@
+"""Corpus download, cleaning, exact dedup and sharding."""

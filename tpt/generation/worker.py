@@ -1,0 +1,93 @@
+"""What one generation worker does with a batch of documents: prompt, generate, cut at ``</think>``.
+
+A batch that makes the engine raise is retried one document at a time, so a poison document is recorded with its
+error and skipped instead of failing (or endlessly retrying) the whole shard.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from tpt.config import GenerationConfig
+from tpt.generation.engines import Completion, EngineSpec, ThinkingEngine, make_engine, request_seed
+from tpt.generation.prompt import build_prompt, extract_thinking
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("thinking", pa.string()),
+        ("finish_reason", pa.string()),  # stop | length | error
+        ("prompt_tokens", pa.int64()),
+        ("document_tokens", pa.int64()),
+        ("document_cut", pa.bool_()),
+        ("output_tokens", pa.int64()),
+        ("error", pa.string()),
+        ("engine", pa.string()),
+        ("batch_wall_s", pa.float64()),
+    ]
+)
+OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
+
+
+class ThinkingWorker:
+    """Callable class for Ray Data ``map_batches``: the engine is built once per actor."""
+
+    def __init__(self, spec: EngineSpec, generation: GenerationConfig, engine: ThinkingEngine | None = None):
+        self.engine = engine or make_engine(spec)
+        self.generation = generation
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        started = time.perf_counter()
+        doc_ids = [str(d) for d in batch["doc_id"]]
+        texts = [str(t) for t in batch["text"]]
+        g = self.generation
+        prompts = [build_prompt(t, self.engine.tokenizer, g.prompt, g.max_document_tokens) for t in texts]
+        seeds = [request_seed(g.sampling.seed, d) for d in doc_ids]
+        results = self._generate_isolating_failures([p.text for p in prompts], seeds)
+        wall = time.perf_counter() - started
+        out: dict[str, list] = {name: [] for name in OUTPUT_COLUMNS}
+        for doc_id, source, prompt, result in zip(doc_ids, batch["source"], prompts, results, strict=True):
+            out["doc_id"].append(doc_id)
+            out["source"].append(str(source))
+            out["document_tokens"].append(prompt.document_tokens)
+            out["document_cut"].append(prompt.cut)
+            out["engine"].append(self.engine.version)
+            out["batch_wall_s"].append(wall)
+            if isinstance(result, Completion):
+                thinking, stopped = extract_thinking(result.text, g.sampling.stop)
+                finish = "stop" if stopped else result.finish_reason
+                out["thinking"].append(thinking)
+                out["finish_reason"].append(finish)
+                out["prompt_tokens"].append(result.prompt_tokens)
+                out["output_tokens"].append(result.output_tokens)
+                out["error"].append(None)
+            else:
+                out["thinking"].append(None)
+                out["finish_reason"].append("error")
+                out["prompt_tokens"].append(0)
+                out["output_tokens"].append(0)
+                out["error"].append(result)
+        return out
+
+    def _generate_isolating_failures(self, prompts: list[str], seeds: list[int]) -> list[Completion | str]:
+        sampling = self.generation.sampling
+        try:
+            return list(self.engine.generate(prompts, sampling, seeds))
+        except Exception as exc:
+            if len(prompts) == 1:  # the poison document is recorded, the shard goes on
+                return [_describe(exc)]
+        results: list[Completion | str] = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            try:
+                results.append(self.engine.generate([prompt], sampling, [seed])[0])
+            except Exception as exc:
+                results.append(_describe(exc))
+        return results
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -1,0 +1,55 @@
+"""Tokenize + pack one Ray task per corpus shard; each task reads its own parquet, so only paths cross the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tpt.atomic import read_json
+from tpt.progress import Progress
+from tpt.tokenization.pack import index_path_for, tokenize_and_pack
+
+
+@dataclass(frozen=True)
+class PackJob:
+    source_parquet: str
+    out_path: str  # .bin; the .json index beside it is written last and marks the shard done
+
+
+def pack_parquet(job: PackJob, tokenizer_dir: str, seq_len: int) -> dict:
+    texts = pq.read_table(job.source_parquet, columns=["text"])["text"].to_pylist()
+    return tokenize_and_pack(texts, tokenizer_dir, seq_len, job.out_path).as_metadata()
+
+
+def pack_on_ray(
+    jobs: Sequence[PackJob], tokenizer_dir: str, seq_len: int, log: Callable[[str], None]
+) -> tuple[list[dict], int]:
+    """Index of every job's shard (in job order) and how many were packed now; finished shards are not redone."""
+    import ray
+
+    results: dict[int, dict] = {}
+    pending = {}
+    for i, job in enumerate(jobs):
+        index = index_path_for(job.out_path)
+        if index.exists():
+            results[i] = read_json(index)
+        else:
+            pending[i] = job
+    if pending:
+        remote = ray.remote(num_cpus=1)(pack_parquet)
+        refs = {remote.remote(job, tokenizer_dir, seq_len): i for i, job in pending.items()}
+        progress = Progress("tokenize+pack shards", len(refs), log, unit="tokens", interval_s=10)
+        waiting = list(refs)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            stats = ray.get(ready[0])
+            results[refs[ready[0]]] = stats
+            progress.advance(1, amount=stats["n_real_tokens"])
+    return [results[i] for i in range(len(jobs))], len(pending)
+
+
+def shard_out_path(folder: Path, shard: str) -> Path:
+    return folder / f"{shard}.bin"

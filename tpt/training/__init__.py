@@ -1,0 +1,31 @@
+"""Pretraining a LLaMA-architecture model on packed token shards: plain torch, no orchestration imports."""
+
+from tpt.training.checkpoint import CheckpointError, training_fingerprint
+from tpt.training.loop import TrainResult, train
+from tpt.training.model import (
+    MemoryEstimate,
+    ModelTooLargeError,
+    SpecialTokens,
+    build_model,
+    check_fits,
+    flops_per_token,
+    llama_config,
+    memory_estimate,
+    param_count,
+)
+
+__all__ = [
+    "CheckpointError",
+    "MemoryEstimate",
+    "ModelTooLargeError",
+    "SpecialTokens",
+    "TrainResult",
+    "build_model",
+    "check_fits",
+    "flops_per_token",
+    "llama_config",
+    "memory_estimate",
+    "param_count",
+    "train",
+    "training_fingerprint",
+]

@@ -1,0 +1,271 @@
+"""The pretraining loop: nanoGPT's loop around a transformers LLaMA, resumable bit-for-bit on CPU.
+
+One step reads ``batch_tokens / seq_len`` packed sequences (see ``data.DataOrder``), accumulates gradients over
+micro-batches of ``micro_batch_size`` sequences, clips the global grad norm and takes one AdamW step. The loss is
+the mean over real target tokens of the whole batch (padding masked), so it does not depend on the micro-batch
+split. Each packed sequence of T tokens gives T - 1 predictions; attention runs across document boundaries
+inside a sequence (EOS marks them), as in GPT and LLaMA pretraining.
+
+Reproducibility: on CPU the run enables ``torch.use_deterministic_algorithms`` (restored afterwards), and every
+input to a step is restored from the checkpoint (weights, AdamW moments, schedule, RNG, data position), so a
+resumed run repeats the uninterrupted loss curve exactly, given the same torch build, the same thread count
+(``torch.get_num_threads()``: reductions split differently across threads) and the same micro-batch size. On
+CUDA, bf16 autocast and non-deterministic kernels make curves equal only to rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tpt.atomic import write_atomic, write_json
+from tpt.config import TrainingConfig
+from tpt.progress import Progress
+from tpt.tokenization.tokenizer import load_tokenizer, special_ids
+from tpt.training.checkpoint import (
+    checkpoint_dirs,
+    load_state,
+    read_meta,
+    remove_partial,
+    save_checkpoint,
+    training_fingerprint,
+)
+from tpt.training.data import DataOrder, TokenSequences
+from tpt.training.export import export_hf
+from tpt.training.model import (
+    SpecialTokens,
+    build_model,
+    check_fits,
+    flops_per_token,
+    llama_config,
+    memory_estimate,
+    param_count,
+)
+from tpt.training.optim import make_optimizer, make_scheduler
+
+IGNORE = -100
+StepCallback = Callable[[int, float, float, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    tokens_seen: int
+    epochs: int
+    data_passes: float
+    losses: list[float]
+    final_loss: float
+    wall_s: float
+    tokens_per_s: float
+    n_params: int
+    flops_per_token: int
+    checkpoint: Path
+    final_model: Path
+    loss_curve: Path
+    resumed_from_step: int
+    device: str
+
+    def as_metadata(self) -> dict[str, Any]:
+        """Scalars only (the per-step curve lives in ``loss_curve``), for asset metadata and the catalog."""
+        out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "losses"}
+        out["model_flops_per_s"] = self.tokens_per_s * self.flops_per_token
+        return out
+
+
+def train(
+    config: TrainingConfig,
+    shards: TokenSequences,
+    out_dir: str | Path,
+    *,
+    tokenizer_dir: str | Path,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    on_step: StepCallback | None = None,
+    memory_limit_bytes: int | None = None,
+    keep_checkpoints: int = 2,
+    log_interval_s: float = 10.0,
+) -> TrainResult:
+    """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens.
+
+    ``on_step(step, loss, lr, tokens_seen, tokens_per_s)`` runs after each step (and after that step's checkpoint,
+    so raising from it stops a run that can resume). Writes ``out_dir/checkpoints/``, ``out_dir/final/`` (HF
+    format), ``out_dir/loss_curve.csv`` and ``out_dir/train_result.json``.
+    """
+    started = time.monotonic()
+    out_dir, cuda = Path(out_dir), device.startswith("cuda")
+    if shards.seq_len != config.seq_len:
+        raise ValueError(f"token shards are packed at seq_len {shards.seq_len}, the config trains at {config.seq_len}")
+    ids = special_ids(load_tokenizer(tokenizer_dir))
+    if ids.vocab_size != shards.vocab_size:
+        raise ValueError(f"tokenizer {tokenizer_dir} has {ids.vocab_size} tokens, the shards {shards.vocab_size}")
+    total_steps = config.token_budget // config.batch_tokens
+    per_step = config.batch_tokens // config.seq_len
+    fingerprint, data_fingerprint = training_fingerprint(config), shards.fingerprint
+
+    # Everything that can refuse the run does so before any tensor is allocated.
+    ckpt_root = out_dir / "checkpoints"
+    remove_partial(ckpt_root)
+    existing = checkpoint_dirs(ckpt_root)
+    meta = read_meta(existing[-1], fingerprint, data_fingerprint) if existing else None
+    vocab = shards.vocab_size
+    n_params, fpt = param_count(config.model, vocab), flops_per_token(config.model, vocab, config.seq_len)
+    estimate = memory_estimate(
+        config.model, vocab, config.seq_len, config.micro_batch_size, activation_bytes=2 if cuda else 4
+    )
+    check_fits(estimate, device, memory_limit_bytes)
+    order = DataOrder(len(shards), config.seed)
+    log(
+        f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{estimate.total / 2**30:.2f} GiB; "
+        f"{total_steps} steps x {per_step} sequences of {config.seq_len}, "
+        f"{order.epochs(total_steps * per_step)} epoch(s) of {len(shards)} sequences on {device}"
+    )
+
+    with _deterministic(device):
+        torch.manual_seed(config.seed)
+        special = SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id)
+        model = build_model(llama_config(config.model, vocab, config.seq_len, special)).to(device)
+        optimizer = make_optimizer(model, config, device)
+        scheduler = make_scheduler(optimizer, config, total_steps)
+        start_step, curve = 0, []
+        if meta is not None:
+            state = load_state(existing[-1], meta)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng(state["rng"], cuda)
+            start_step, curve = int(state["step"]), list(state["curve"])
+            log(f"resuming from {existing[-1]} at step {start_step}/{total_steps}")
+        model.train()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        progress = Progress("training steps", total_steps - start_step, log, unit="tokens", interval_s=log_interval_s)
+        loop_start, session_tokens, tokens_per_s = time.monotonic(), 0, float(meta["tokens_per_s"]) if meta else 0.0
+
+        for step in range(start_step, total_steps):
+            tokens, lengths = shards.batch(order.indices(step * per_step, per_step))
+            lr = optimizer.param_groups[0]["lr"]
+            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast)
+            optimizer.step()
+            scheduler.step()
+            done, session_tokens = step + 1, session_tokens + config.batch_tokens
+            tokens_per_s = session_tokens / max(time.monotonic() - loop_start, 1e-9)
+            curve.append(dict(step=done, loss=loss, lr=lr, grad_norm=grad_norm, tokens_seen=done * config.batch_tokens))
+            if done % config.checkpoint_every == 0 or done == total_steps:
+                state = _training_state(model, optimizer, scheduler, cuda, done, done * per_step, curve)
+                meta_out = dict(
+                    fingerprint=fingerprint,
+                    data_fingerprint=data_fingerprint,
+                    tokens_per_s=tokens_per_s,
+                    config=config.model_dump(mode="json"),
+                    loss=loss,
+                )
+                save_checkpoint(ckpt_root, done, state, meta_out, keep=keep_checkpoints)
+            progress.advance(1, amount=config.batch_tokens, extra=f"loss {loss:.4f}, lr {lr:.2e}")
+            if on_step is not None:
+                on_step(done, loss, lr, done * config.batch_tokens, tokens_per_s)
+
+        final_model = export_hf(model, tokenizer_dir, out_dir / "final")
+
+    losses = [float(row["loss"]) for row in curve]
+    result = TrainResult(
+        steps=total_steps,
+        tokens_seen=total_steps * config.batch_tokens,
+        epochs=order.epochs(total_steps * per_step),
+        data_passes=total_steps * per_step / len(shards),
+        losses=losses,
+        final_loss=losses[-1],
+        wall_s=time.monotonic() - started,
+        tokens_per_s=tokens_per_s,
+        n_params=n_params,
+        flops_per_token=fpt,
+        checkpoint=checkpoint_dirs(ckpt_root)[-1],
+        final_model=final_model,
+        loss_curve=_write_curve(out_dir / "loss_curve.csv", curve),
+        resumed_from_step=start_step,
+        device=device,
+    )
+    write_json(out_dir / "train_result.json", {**result.as_metadata(), "losses": losses})
+    log(
+        f"trained {result.steps} steps, {result.tokens_seen} tokens, final loss {result.final_loss:.4f}, "
+        f"{result.tokens_per_s:.0f} tokens/s; model in {final_model}"
+    )
+    return result
+
+
+def _train_step(
+    model: torch.nn.Module, tokens: np.ndarray, lengths: np.ndarray, config: TrainingConfig, device: str, autocast: Any
+) -> tuple[float, float]:
+    """Gradients of the batch loss (the caller takes the optimizer step); returns (loss, grad norm before clipping)."""
+    model.zero_grad(set_to_none=True)
+    n_targets = max(int(np.clip(lengths - 1, 0, None).sum()), 1)
+    total = torch.zeros((), device=device)
+    for lo in range(0, len(tokens), config.micro_batch_size):
+        x = torch.from_numpy(tokens[lo : lo + config.micro_batch_size]).to(device)
+        real = torch.from_numpy(lengths[lo : lo + config.micro_batch_size]).to(device)
+        inputs, targets = x[:, :-1], x[:, 1:].clone()
+        position = torch.arange(targets.shape[1], device=device)
+        targets[position[None, :] >= real[:, None] - 1] = IGNORE  # target j is token j + 1: real if j + 1 < length
+        with autocast:
+            logits = model(input_ids=inputs).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+        (loss / n_targets).backward()
+        total += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    return (total / n_targets).item(), float(grad_norm)
+
+
+@contextlib.contextmanager
+def _deterministic(device: str) -> Iterator[None]:
+    if device.startswith("cuda"):
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
+def _training_state(
+    model: torch.nn.Module, optimizer: Any, scheduler: Any, cuda: bool, step: int, position: int, curve: list
+) -> dict[str, Any]:
+    """Everything a step depends on, so the next step after a resume is the one an unbroken run takes."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _get_rng(cuda),
+        "step": step,
+        "data_position": position,
+        "curve": curve,
+    }
+
+
+def _get_rng(cuda: bool) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else []}
+
+
+def _set_rng(rng: dict[str, Any], cuda: bool) -> None:
+    torch.set_rng_state(rng["torch"])
+    if cuda and rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _write_curve(path: Path, curve: list[dict[str, Any]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["step", "loss", "lr", "grad_norm", "tokens_seen"])
+    writer.writeheader()
+    writer.writerows(curve)
+    text = buffer.getvalue()
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
