@@ -5,7 +5,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets import keys
-from assets.recording import finish
+from assets.recording import finish, user_facing_errors
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import write_parquet
 from tpt.augment import augment
@@ -26,6 +26,7 @@ def augmented_asset(experiment: Experiment) -> dg.AssetsDefinition:
         kinds={"python", "parquet"},
         description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
     )
+    @user_facing_errors
     def augmented_documents(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment)

@@ -3,7 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, markdown_table
+from assets.recording import finish, markdown_table, user_facing_errors
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator
 from tpt.atomic import read_json
 from tpt.config import Experiment
@@ -32,6 +32,7 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         description=f"lm-eval-harness scores of the {variant} checkpoint on {', '.join(evaluation.benchmarks)} "
         "(offline test sets; generated code runs only in the sandbox).",
     )
+    @user_facing_errors
     def benchmark_scores(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, evaluator: Evaluator
     ):

@@ -3,7 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, markdown_table
+from assets.recording import finish, markdown_table, user_facing_errors
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.config import Experiment
 from tpt.corpus.build import build_corpus, read_shard
@@ -21,6 +21,7 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
         description="Documents from the configured sources: cleaned, length-filtered, exactly deduplicated, "
         "with content-hash ids, written as parquet shards.",
     )
+    @user_facing_errors
     def corpus(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment).corpus

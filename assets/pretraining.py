@@ -4,7 +4,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, png_markdown
+from assets.recording import finish, png_markdown, user_facing_errors
 from resources import ArtifactStorage, DuckDBCatalog, Trainer
 from tpt.atomic import read_json
 from tpt.config import Experiment
@@ -40,6 +40,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         description=f"A LLaMA-architecture model pretrained on the {variant} token shards for the experiment's "
         "token budget; resumes from its last checkpoint; final model in Hugging Face format.",
     )
+    @user_facing_errors
     def checkpoint(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, trainer: Trainer
     ):

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 
 from tpt.catalog import Catalog
+from tpt.errors import InputError
 from tpt.plan import StagePlan
+
+
+def user_facing_errors(compute):
+    """Bad input fails the step with its one-line message (no retries: retrying cannot fix a config)."""
+
+    @functools.wraps(compute)
+    def wrapper(*args, **kwargs):
+        try:
+            return compute(*args, **kwargs)
+        except InputError as exc:
+            raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
+
+    return wrapper
 
 
 def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:

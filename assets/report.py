@@ -3,7 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import markdown_table, png_markdown
+from assets.recording import markdown_table, png_markdown, user_facing_errors
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import write_json
 from tpt.config import Experiment
@@ -26,6 +26,7 @@ def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
         kinds={"duckdb"},
         description="Vanilla vs TPT side by side: benchmark scores, tokens seen, loss curves, read from the catalog.",
     )
+    @user_facing_errors
     def report(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment)

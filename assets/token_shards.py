@@ -4,7 +4,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, markdown_table
+from assets.recording import finish, markdown_table, user_facing_errors
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest
@@ -35,6 +35,7 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, "
         "one memory-mapped token file per corpus shard (Ray task each).",
     )
+    @user_facing_errors
     def token_shards(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, ray_cluster: RayCluster
     ):
@@ -53,7 +54,10 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         if any(not shard_out_path(stage.path, s).with_suffix(".json").exists() for s in manifest.shard_names):
             ray_cluster.ensure()
         tokenizer_dir = str(resolve_model(experiment.tokenizer))
+        pack_started = time.perf_counter()
         indexes, packed_now = pack_on_ray(jobs, tokenizer_dir, experiment.training.seq_len, context.log.info)
+        pack_wall = time.perf_counter() - pack_started
+        tokens_now = sum(i["n_real_tokens"] for i in indexes if "wall_s" in i)  # only fresh results carry timings
         rows = [
             {"shard": shard, **{c: index[c] for c in INDEX_COLUMNS}}
             for shard, index in zip(manifest.shard_names, indexes, strict=True)
@@ -85,6 +89,7 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             "packing_efficiency": round(real / total, 4),
             "seq_len": experiment.training.seq_len,
             "shards_packed_this_run": packed_now,
+            "tokens_per_s_this_run": round(tokens_now / pack_wall, 1) if packed_now else 0.0,
         }
         return finish(
             context,

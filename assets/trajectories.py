@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from assets import keys
-from assets.recording import finish, markdown_table, png_markdown
+from assets.recording import finish, markdown_table, png_markdown, user_facing_errors
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster, ThinkingGenerator
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest, read_shard
@@ -29,6 +29,7 @@ def trajectories_asset(experiment: Experiment) -> dg.AssetsDefinition:
         description="An expert's thinking t for every document d (the paper's prompt, document cut to a token "
         "limit, generation stopped at </think>), generated on a Ray actor pool; resumable per document.",
     )
+    @user_facing_errors
     def thinking_trajectories(
         context: dg.AssetExecutionContext,
         storage: ArtifactStorage,

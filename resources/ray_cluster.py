@@ -7,11 +7,12 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 import tpt
+from tpt.errors import InputError
 
 PACKAGE_DIR = Path(tpt.__file__).parent
 
 
-class RayClusterError(RuntimeError):
+class RayClusterError(InputError, RuntimeError):
     pass
 
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tpt.errors import InputError
+
 PAPER_PROMPT = (
     "{{CONTEXT}}\n## End of the context\nSimulate an expert’s in-depth thought process as they analyze the above "
     "context, focusing on complex and informative aspects. Skip trivial details. Use Feynman technique whenever "
@@ -214,7 +216,7 @@ class Experiment(Strict):
     variants: tuple[Variant, ...] = ("vanilla", "tpt")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """An experiment file that cannot be used; the message is one line naming the file and the field."""
 
 

@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 from tpt.config import ModelSource
+from tpt.errors import InputError
 from tpt.offline import cache_dir, extract_member
 from tpt.versioning import content_hash
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(InputError, FileNotFoundError):
     pass
 
 

@@ -16,6 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tpt.errors import InputError
+
 
 @dataclass(frozen=True)
 class PinnedWheel:
@@ -47,7 +49,7 @@ KNOWN_WHEELS = {
 }
 
 
-class OfflineDataError(RuntimeError):
+class OfflineDataError(InputError, RuntimeError):
     pass
 
 

@@ -4,7 +4,7 @@ Ray, real tokenizer, real training, real lm-eval, real DuckDB. Then again, to sh
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.graph import experiment_assets, experiment_checks
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
@@ -84,6 +84,27 @@ def test_document_counts_agree_across_stages(run):
     assert _metadata(first, "augmented_documents")["documents"] == 8
     for variant in ("vanilla", "tpt"):
         assert _metadata(first, f"token_shards_{variant}")["documents"] == 8
+
+
+def test_token_counts_agree_across_stages(run, smollm2_dir):
+    experiment, root, first, _ = run
+    plan = ExperimentPlan(experiment, root / "artifacts")
+    catalog = Catalog(root / "catalog.duckdb")
+    [row] = catalog.query(
+        "SELECT sum(output_tokens) AS out, count(*) AS docs FROM trajectories WHERE trajectories_version = ?",
+        [plan.trajectories.version],
+    )
+    assert (row["out"], row["docs"]) == (_metadata(first, "thinking_trajectories")["output_tokens"], 8)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    for variant, stage in (("vanilla", plan.corpus), ("tpt", plan.augmented)):
+        texts = [t for p in sorted(stage.path.glob("shard-*.parquet")) for t in pq.read_table(p)["text"].to_pylist()]
+        expected = sum(len(tokenizer(t, split_special_tokens=True)["input_ids"]) + 1 for t in texts)  # + EOS
+        assert _metadata(first, f"token_shards_{variant}")["real_tokens"] == expected
+        [packed] = catalog.query(
+            "SELECT sum(real_tokens) AS n FROM token_shards WHERE tokens_version = ?",
+            [plan.token_shards(variant).version],
+        )
+        assert packed["n"] == expected
 
 
 def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):

@@ -18,9 +18,16 @@ import pyarrow.parquet as pq
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import CorpusConfig
 from tpt.corpus.sources import iter_texts
+from tpt.errors import InputError
 from tpt.skips import Skips
 
 MANIFEST = "_manifest.json"
+
+
+class EmptyCorpusError(InputError, ValueError):
+    pass
+
+
 SHARD_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string())])
 
 
@@ -120,7 +127,7 @@ def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[Cor
         flush()
     sources = {r.name: {"accepted": r.accepted, **r.skips.as_dict()} for r in reports}
     if not shards:
-        raise ValueError(f"corpus is empty after filtering: {sources}")
+        raise EmptyCorpusError(f"corpus is empty after filtering: {sources}")
     write_json(out_dir / MANIFEST, {"version": version, "shards": shards, "sources": sources})
     return CorpusManifest(version, shards, sources), False
 

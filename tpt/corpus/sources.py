@@ -13,13 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tpt.config import CorpusSource, HubDataset, LocalFolder, WheelFile
+from tpt.errors import InputError
 from tpt.offline import read_member
 from tpt.skips import Skips
 
 LOCAL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.parquet")
 
 
-class SourceError(RuntimeError):
+class SourceError(InputError, RuntimeError):
     """A source that cannot be read at all (as opposed to a bad record inside it)."""
 
 
@@ -43,6 +44,9 @@ def _local_folder(source: LocalFolder, skips: Skips, max_file_bytes: int) -> Ite
     if not files:
         raise SourceError(f"corpus folder {root} holds no {', '.join(LOCAL_PATTERNS)} files")
     for path in files:
+        if path.stat().st_size == 0:
+            skips.add("empty_file", str(path))
+            continue
         if path.stat().st_size > max_file_bytes:
             skips.add("oversized_file", f"{path} ({path.stat().st_size} bytes)")
             continue

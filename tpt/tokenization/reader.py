@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from tpt.errors import InputError
 from tpt.tokenization.pack import INDEX_FORMAT, index_path_for
 from tpt.versioning import content_hash
 
 _SHARED = ("seq_len", "vocab_size", "eos_id", "pad_id", "tokenizer")
 
 
-class ShardError(ValueError):
+class ShardError(InputError, ValueError):
     """A packed shard that is missing, incomplete or inconsistent with the others; the message is one line."""
 
 

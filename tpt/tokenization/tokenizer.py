@@ -8,8 +8,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tpt.errors import InputError
 
-class TokenizerError(ValueError):
+
+class TokenizerError(InputError, ValueError):
     """A tokenizer folder that cannot be used for packing; the message is one line."""
 
 

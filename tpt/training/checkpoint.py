@@ -21,13 +21,14 @@ import torch
 
 from tpt.atomic import write_json
 from tpt.config import TrainingConfig
+from tpt.errors import InputError
 from tpt.versioning import content_hash, versioned_fields
 
 FORMAT = "tpt-checkpoint/1"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """A checkpoint that cannot be resumed from (other config, other data, damaged); the message is one line."""
 
 

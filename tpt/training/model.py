@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tpt.config import ModelShape
+from tpt.errors import InputError
 
 
-class ModelTooLargeError(MemoryError):
+class ModelTooLargeError(InputError, MemoryError):
     """The estimated training memory exceeds what the device has; the message is one line."""
 
 

@@ -40,6 +40,7 @@ def messy_folder(tmp_path):
     (folder / "c.jsonl.gz").write_bytes(b"\x1f\x8b\x08 not really gzip")  # corrupt file
     pq.write_table(pa.table({"text": [f"{LONG} From parquet {i}." for i in range(2)]}), folder / "d.parquet")
     (folder / "e.jsonl").write_bytes(_jsonl(good) * 50)  # oversized for the limit below
+    (folder / "f.jsonl").write_bytes(b"")  # empty file
     return folder
 
 
@@ -69,6 +70,7 @@ def test_bad_records_are_counted_skips_and_good_ones_survive(messy_folder, tmp_p
         "duplicate": 1,
         "unreadable_file": 1,
         "oversized_file": 1,
+        "empty_file": 1,
     }
     assert "c.jsonl.gz" in manifest.sources["local"]["examples"]["unreadable_file"][0]
     assert [s["documents"] for s in manifest.shards] == [3, 3, 1]

@@ -44,7 +44,8 @@ def test_real_lm_eval_run_on_all_benchmarks(tiny_checkpoint: Path, tmp_path: Pat
             assert sample.prompt and sample.target and sample.correct in (0.0, 1.0)
             assert sample.scores[result.primary_metric] == sample.correct
         assert any(line.startswith(f"tpt_{name}: start") for line in lines)
-        assert any(line.startswith(f"tpt_{name}: done") for line in lines)
+        assert any(line.startswith("benchmarks: ") and f"tpt_{name} " in line for line in lines)
+    assert lines[-1].startswith("benchmarks: 4/4 (100.0%)") and "ETA" in lines[-1]
     assert run.benchmarks["gsm8k"].n_docs == 1319 and run.benchmarks["math"].n_docs == 5000
     gsm8k = run.benchmarks["gsm8k"].samples[0]
     assert gsm8k.prompt.count("Q: ") == 6 and gsm8k.prompt.endswith("A:") and gsm8k.target == "18"
