@@ -5,7 +5,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets import keys
-from assets.recording import finish, user_facing_errors
+from assets.stage import finish, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import write_parquet
 from tpt.augment import augment
@@ -18,15 +18,14 @@ from tpt.plan import ExperimentPlan
 def augmented_asset(experiment: Experiment) -> dg.AssetsDefinition:
     code_version = ExperimentPlan(experiment, ".").augmented.code_version
 
-    @dg.asset(
-        key=keys.key(experiment, keys.AUGMENTED),
+    @stage_asset(
+        experiment,
+        keys.AUGMENTED,
         deps=[keys.key(experiment, keys.CORPUS), keys.key(experiment, keys.TRAJECTORIES)],
-        group_name=experiment.name,
         code_version=code_version,
         kinds={"python", "parquet"},
         description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
     )
-    @user_facing_errors
     def augmented_documents(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment)

@@ -3,7 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, markdown_table, user_facing_errors
+from assets.stage import finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator
 from tpt.atomic import read_json
 from tpt.config import Experiment
@@ -21,18 +21,16 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
     code_version = ExperimentPlan(experiment, ".").benchmarks(variant).code_version
     evaluation = experiment.evaluation
 
-    @dg.asset(
-        name=f"{keys.BENCHMARKS}_{variant}",
-        key_prefix=[experiment.name],
+    @stage_asset(
+        experiment,
+        keys.BENCHMARKS,
+        variant=variant,
         deps=[keys.key(experiment, keys.CHECKPOINT, variant)],
-        group_name=experiment.name,
         code_version=code_version,
         kinds={"lm_eval"},
-        tags={"variant": variant},
         description=f"lm-eval-harness scores of the {variant} checkpoint on {', '.join(evaluation.benchmarks)} "
         "(offline test sets; generated code runs only in the sandbox).",
     )
-    @user_facing_errors
     def benchmark_scores(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, evaluator: Evaluator
     ):

@@ -3,7 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, markdown_table, user_facing_errors
+from assets.stage import finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.config import Experiment
 from tpt.corpus.build import build_corpus, read_shard
@@ -13,15 +13,14 @@ from tpt.plan import ExperimentPlan
 def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
     code_version = ExperimentPlan(experiment, ".").corpus.code_version
 
-    @dg.asset(
-        key=keys.key(experiment, keys.CORPUS),
-        group_name=experiment.name,
+    @stage_asset(
+        experiment,
+        keys.CORPUS,
         code_version=code_version,
         kinds={"python", "parquet"},
         description="Documents from the configured sources: cleaned, length-filtered, exactly deduplicated, "
         "with content-hash ids, written as parquet shards.",
     )
-    @user_facing_errors
     def corpus(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment).corpus

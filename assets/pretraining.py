@@ -4,7 +4,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, png_markdown, user_facing_errors
+from assets.stage import finish, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, Trainer
 from tpt.atomic import read_json
 from tpt.config import Experiment
@@ -29,18 +29,16 @@ def read_loss_curve(path) -> list[dict]:
 def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
     code_version = ExperimentPlan(experiment, ".").checkpoint(variant).code_version
 
-    @dg.asset(
-        name=f"{keys.CHECKPOINT}_{variant}",
-        key_prefix=[experiment.name],
+    @stage_asset(
+        experiment,
+        keys.CHECKPOINT,
+        variant=variant,
         deps=[keys.key(experiment, keys.TOKEN_SHARDS, variant)],
-        group_name=experiment.name,
         code_version=code_version,
         kinds={"pytorch", "transformers"},
-        tags={"variant": variant},
         description=f"A LLaMA-architecture model pretrained on the {variant} token shards for the experiment's "
         "token budget; resumes from its last checkpoint; final model in Hugging Face format.",
     )
-    @user_facing_errors
     def checkpoint(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, trainer: Trainer
     ):

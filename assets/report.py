@@ -3,7 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
-from assets.recording import markdown_table, png_markdown, user_facing_errors
+from assets.stage import markdown_table, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import write_json
 from tpt.config import Experiment
@@ -19,14 +19,13 @@ def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
     deps = [keys.key(experiment, keys.BENCHMARKS, v) for v in variants]
     deps += [keys.key(experiment, keys.CHECKPOINT, v) for v in variants]
 
-    @dg.asset(
-        key=keys.key(experiment, keys.REPORT),
+    @stage_asset(
+        experiment,
+        keys.REPORT,
         deps=deps,
-        group_name=experiment.name,
         kinds={"duckdb"},
         description="Vanilla vs TPT side by side: benchmark scores, tokens seen, loss curves, read from the catalog.",
     )
-    @user_facing_errors
     def report(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment)

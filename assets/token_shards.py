@@ -4,7 +4,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import keys
-from assets.recording import finish, markdown_table, user_facing_errors
+from assets.stage import finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest
@@ -24,18 +24,16 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
     code_version = ExperimentPlan(experiment, ".").token_shards(variant).code_version
     upstream = keys.AUGMENTED if variant == "tpt" else keys.CORPUS
 
-    @dg.asset(
-        name=f"{keys.TOKEN_SHARDS}_{variant}",
-        key_prefix=[experiment.name],
+    @stage_asset(
+        experiment,
+        keys.TOKEN_SHARDS,
+        variant=variant,
         deps=[keys.key(experiment, upstream)],
-        group_name=experiment.name,
         code_version=code_version,
         kinds={"ray", "numpy"},
-        tags={"variant": variant},
         description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, "
         "one memory-mapped token file per corpus shard (Ray task each).",
     )
-    @user_facing_errors
     def token_shards(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, ray_cluster: RayCluster
     ):

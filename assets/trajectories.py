@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from assets import keys
-from assets.recording import finish, markdown_table, png_markdown, user_facing_errors
+from assets.stage import finish, markdown_table, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster, ThinkingGenerator
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest, read_shard
@@ -20,16 +20,15 @@ def trajectories_asset(experiment: Experiment) -> dg.AssetsDefinition:
     code_version = ExperimentPlan(experiment, ".").trajectories.code_version
     generation = experiment.generation
 
-    @dg.asset(
-        key=keys.key(experiment, keys.TRAJECTORIES),
+    @stage_asset(
+        experiment,
+        keys.TRAJECTORIES,
         deps=[keys.key(experiment, keys.CORPUS), keys.key(experiment, keys.THINKING_MODEL)],
-        group_name=experiment.name,
         code_version=code_version,
         kinds={"ray", generation.engine},
         description="An expert's thinking t for every document d (the paper's prompt, document cut to a token "
         "limit, generation stopped at </think>), generated on a Ray actor pool; resumable per document.",
     )
-    @user_facing_errors
     def thinking_trajectories(
         context: dg.AssetExecutionContext,
         storage: ArtifactStorage,

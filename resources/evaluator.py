@@ -3,6 +3,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from tpt.devices import resolve_device
+
 
 class Evaluator(dg.ConfigurableResource):
     """How lm-eval runs: the ``hf`` backend on CPU by default, ``vllm`` on GPUs. Generated code from HumanEval and
@@ -13,8 +15,4 @@ class Evaluator(dg.ConfigurableResource):
     sandbox_workers: int = Field(2, gt=0, description="generated programs checked in parallel")
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)

@@ -3,6 +3,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from tpt.devices import resolve_device
+
 
 class Trainer(dg.ConfigurableResource):
     """Where pretraining runs. The embedded default trains in the Dagster process on the CPU; the same loop
@@ -12,11 +14,7 @@ class Trainer(dg.ConfigurableResource):
     memory_limit_gib: float | None = Field(None, gt=0, description="refuse configs estimated above this")
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     @property
     def memory_limit_bytes(self) -> int | None:

@@ -12,6 +12,7 @@ from importlib.metadata import version
 from typing import Literal, Protocol
 
 from tpt.config import SamplingConfig
+from tpt.devices import resolve_device
 
 FinishReason = Literal["stop", "length"]
 
@@ -66,10 +67,7 @@ class TransformersEngine:
 
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
-        device = spec.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = device = resolve_device(spec.device)
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:

@@ -1,4 +1,5 @@
-"""What every stage does after its work: metadata for Dagster, rows for the catalog, one version for both."""
+"""What every stage shares: how it is declared (key, group, code version, input errors) and how it reports
+(metadata for Dagster, rows for the catalog, one version for both)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,37 @@ from typing import Any
 
 import dagster as dg
 
+from assets import keys
 from tpt.catalog import Catalog
+from tpt.config import Experiment
 from tpt.errors import InputError
 from tpt.plan import StagePlan
+
+
+def stage_asset(
+    experiment: Experiment,
+    name: str,
+    *,
+    variant: str | None = None,
+    deps: Sequence[dg.AssetKey] = (),
+    code_version: str | None = None,
+    kinds: set[str],
+    description: str,
+):
+    """Declare one stage of an experiment's graph: ``<experiment>/<name>[_<variant>]`` in the experiment's group."""
+
+    def decorate(compute):
+        return dg.asset(
+            key=keys.key(experiment, name, variant),
+            deps=list(deps),
+            group_name=experiment.name,
+            code_version=code_version,
+            kinds=kinds,
+            tags={"variant": variant} if variant else None,
+            description=description,
+        )(user_facing_errors(compute))
+
+    return decorate
 
 
 def user_facing_errors(compute):
