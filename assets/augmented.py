@@ -5,13 +5,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets import keys
+from assets.partitions import corpus_shards, run_shards, shard_backfill_policy
 from assets.stage import finish, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import write_parquet
 from tpt.augment import augment
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest, read_shard
-from tpt.generation.shard_runner import read_trajectories
+from tpt.corpus.build import read_shard
+from tpt.generation.shard_runner import SUCCESS, read_trajectories
 from tpt.plan import ExperimentPlan
 
 
@@ -24,21 +25,20 @@ def augmented_asset(experiment: Experiment) -> dg.AssetsDefinition:
         deps=[keys.key(experiment, keys.CORPUS), keys.key(experiment, keys.TRAJECTORIES)],
         code_version=code_version,
         kinds={"python", "parquet"},
+        partitions_def=corpus_shards(experiment),
+        backfill_policy=shard_backfill_policy(experiment),
         description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
     )
     def augmented_documents(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment)
-        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
-        if manifest is None:
-            raise dg.Failure("corpus is not built; materialize it first")
         documents = with_thinking = chars = 0
         reused = True
-        for shard in manifest.shard_names:
+        for shard in run_shards(context, plan):
             target = plan.augmented.path / f"{shard}.parquet"
+            if not (plan.trajectories.path / shard / SUCCESS).exists():
+                raise dg.Failure(f"{shard} has no finished trajectories; materialize {keys.TRAJECTORIES} for it first")
             trajectories = read_trajectories(plan.trajectories.path / shard)
-            if trajectories is None:
-                raise dg.Failure(f"{shard} has no trajectories; materialize {keys.TRAJECTORIES} first")
             if target.exists():
                 table = pq.read_table(target)
             else:

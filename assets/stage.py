@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,10 +27,17 @@ def stage_asset(
     code_version: str | None = None,
     kinds: set[str],
     description: str,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    backfill_policy: dg.BackfillPolicy | None = None,
 ):
     """Declare one stage of an experiment's graph: ``<experiment>/<name>[_<variant>]`` in the experiment's group."""
 
     def decorate(compute):
+        with warnings.catch_warnings():  # backfill policies are beta in Dagster 1.13; we rely on them knowingly
+            warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+            return _asset(compute)
+
+    def _asset(compute):
         return dg.asset(
             key=keys.key(experiment, name, variant),
             deps=list(deps),
@@ -38,6 +46,8 @@ def stage_asset(
             kinds=kinds,
             tags={"variant": variant} if variant else None,
             description=description,
+            partitions_def=partitions_def,
+            backfill_policy=backfill_policy,
         )(user_facing_errors(compute))
 
     return decorate

@@ -4,10 +4,10 @@ from pathlib import Path
 import dagster as dg
 
 from assets import keys
+from assets.partitions import corpus_shards, run_shards, shard_backfill_policy
 from assets.stage import finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest
 from tpt.models import resolve_model
 from tpt.plan import ExperimentPlan
 from tpt.tokenization.ray_pack import PackJob, pack_on_ray, shard_out_path
@@ -31,6 +31,8 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         deps=[keys.key(experiment, upstream)],
         code_version=code_version,
         kinds={"ray", "numpy"},
+        partitions_def=corpus_shards(experiment),
+        backfill_policy=shard_backfill_policy(experiment),
         description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, "
         "one memory-mapped token file per corpus shard (Ray task each).",
     )
@@ -40,25 +42,21 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         started = time.perf_counter()
         plan = storage.plan(experiment)
         stage, source = plan.token_shards(variant), (plan.augmented if variant == "tpt" else plan.corpus)
-        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
-        if manifest is None:
-            raise dg.Failure("corpus is not built; materialize it first")
-        jobs = [
-            PackJob(str(source.path / f"{s}.parquet"), str(shard_out_path(stage.path, s))) for s in manifest.shard_names
-        ]
+        shards = run_shards(context, plan)
+        jobs = [PackJob(str(source.path / f"{s}.parquet"), str(shard_out_path(stage.path, s))) for s in shards]
         missing = [j.source_parquet for j in jobs if not Path(j.source_parquet).exists()]
         if missing:
             raise dg.Failure(f"{len(missing)} input shards are missing (first: {missing[0]}); materialize {upstream}")
-        if any(not shard_out_path(stage.path, s).with_suffix(".json").exists() for s in manifest.shard_names):
+        if any(not shard_out_path(stage.path, s).with_suffix(".json").exists() for s in shards):
             ray_cluster.ensure()
-        tokenizer_dir = str(resolve_model(experiment.tokenizer))
+        tokenizer_dir = str(resolve_model(experiment.tokenizer, weights=False))
         pack_started = time.perf_counter()
         indexes, packed_now = pack_on_ray(jobs, tokenizer_dir, experiment.training.seq_len, context.log.info)
         pack_wall = time.perf_counter() - pack_started
         tokens_now = sum(i["n_real_tokens"] for i in indexes if "wall_s" in i)  # only fresh results carry timings
         rows = [
             {"shard": shard, **{c: index[c] for c in INDEX_COLUMNS}}
-            for shard, index in zip(manifest.shard_names, indexes, strict=True)
+            for shard, index in zip(shards, indexes, strict=True)
         ]
         catalog_rows = [
             {

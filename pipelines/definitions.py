@@ -1,40 +1,51 @@
 """The code location ``tpt``: every selected experiment's graph, its jobs, schedules and sensors, and the
 resources, set up for the embedded default (local Ray, CPU, DuckDB file) unless the environment says otherwise."""
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import dagster as dg
 
 from pipelines.experiments import selected_experiments
 from pipelines.graph import experiment_assets, experiment_checks
-from pipelines.jobs import benchmarks_job, full_graph_job
+from pipelines.jobs import experiment_jobs
 from pipelines.schedules import nightly_benchmarks
-from pipelines.sensors import new_corpus_files_sensor
+from pipelines.sensors import new_corpus_files_sensor, new_shards_sensor
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
+from tpt.config import Experiment
 
 
-def build_definitions() -> dg.Definitions:
+def default_resources() -> dict[str, Any]:
+    return {
+        "storage": ArtifactStorage(),
+        "catalog": DuckDBCatalog(),
+        "ray_cluster": RayCluster(),
+        "generator": ThinkingGenerator(),
+        "trainer": Trainer(),
+        "evaluator": Evaluator(),
+    }
+
+
+def build_definitions(
+    experiments: Sequence[Experiment] | None = None, resources: Mapping[str, Any] | None = None
+) -> dg.Definitions:
     assets, checks, jobs, schedules, sensors = [], [], [], [], []
-    for experiment in selected_experiments():
+    for experiment in selected_experiments() if experiments is None else experiments:
         assets += experiment_assets(experiment)
         checks += experiment_checks(experiment)
-        full, evaluate = full_graph_job(experiment), benchmarks_job(experiment)
-        jobs += [full, evaluate]
-        schedules.append(nightly_benchmarks(evaluate))
-        sensor = new_corpus_files_sensor(experiment, full)
-        sensors += [sensor] if sensor else []
+        by_name = experiment_jobs(experiment)
+        jobs += list(by_name.values())
+        schedules.append(nightly_benchmarks(by_name["benchmarks"]))
+        watcher = new_corpus_files_sensor(experiment, by_name["corpus"])
+        sensors += [watcher] if watcher else []
+        sensors.append(new_shards_sensor(experiment, by_name["shards"]))
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources={
-            "storage": ArtifactStorage(),
-            "catalog": DuckDBCatalog(),
-            "ray_cluster": RayCluster(),
-            "generator": ThinkingGenerator(),
-            "trainer": Trainer(),
-            "evaluator": Evaluator(),
-        },
+        resources=dict(resources) if resources is not None else default_resources(),
         # One process per run: the stages share one Ray connection and one DuckDB writer. Scale comes from Ray,
         # not from Dagster subprocesses.
         executor=dg.in_process_executor,

@@ -6,6 +6,7 @@ from assets.augmented import augmented_asset
 from assets.benchmarks import benchmark_assets
 from assets.checks import experiment_checks
 from assets.corpus import corpus_asset
+from assets.cost_estimate import cost_estimate_asset
 from assets.models import thinking_model_asset
 from assets.pretraining import checkpoint_assets
 from assets.report import report_asset
@@ -18,6 +19,7 @@ def experiment_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
     return [
         thinking_model_asset(experiment),
         corpus_asset(experiment),
+        cost_estimate_asset(experiment),
         trajectories_asset(experiment),
         augmented_asset(experiment),
         *token_shard_assets(experiment),

@@ -1,4 +1,8 @@
+"""Sensors that turn new data into exactly the work it needs: new corpus files -> a corpus run (which appends
+shards and registers their partitions) -> one run of the per-shard stages for each new shard, nothing else."""
+
 import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -7,6 +11,8 @@ import dagster as dg
 if TYPE_CHECKING:  # Dagster does not export the type that define_asset_job returns
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from assets import keys
+from assets.partitions import corpus_shards
 from tpt.config import Experiment, LocalFolder
 from tpt.corpus.sources import LOCAL_PATTERNS
 
@@ -22,19 +28,21 @@ def corpus_fingerprint(folders: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def new_corpus_files_sensor(experiment: Experiment, job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinition | None:
-    """Runs the graph when the local corpus folders change; the cursor is the folders' fingerprint, so a restarted
-    daemon neither misses a change nor repeats a run for one it already saw."""
+def new_corpus_files_sensor(
+    experiment: Experiment, corpus_job: "UnresolvedAssetJobDefinition"
+) -> dg.SensorDefinition | None:
+    """Runs the corpus job when the local corpus folders change; the cursor is the folders' fingerprint, so a
+    restarted daemon neither misses a change nor repeats a run for one it already saw."""
     folders = [Path(s.path).expanduser() for s in experiment.corpus.sources if isinstance(s, LocalFolder)]
     if not folders:
         return None
 
     @dg.sensor(
         name=f"{experiment.name}_new_corpus_files",
-        job=job,
+        job=corpus_job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description=f"Watches {', '.join(map(str, folders))} and runs the graph when corpus files change.",
+        description=f"Watches {', '.join(map(str, folders))} and appends new files to the corpus as new shards.",
     )
     def watch(context: dg.SensorEvaluationContext):
         fingerprint = corpus_fingerprint(folders)
@@ -44,3 +52,32 @@ def new_corpus_files_sensor(experiment: Experiment, job: "UnresolvedAssetJobDefi
         return dg.RunRequest(run_key=fingerprint, tags={"experiment": experiment.name, "trigger": "corpus_files"})
 
     return watch
+
+
+def new_shards_sensor(experiment: Experiment, shards_job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
+    """One run of the per-shard stages for each shard partition that has no thinking yet. The cursor holds the
+    shards already requested, so each is asked for once."""
+    partitions = corpus_shards(experiment)
+    trajectories = keys.key(experiment, keys.TRAJECTORIES)
+
+    @dg.sensor(
+        name=f"{experiment.name}_new_shards",
+        job=shards_job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Generates, augments and packs each new corpus shard, and only the new ones.",
+    )
+    def new_shards(context: dg.SensorEvaluationContext):
+        requested = set(json.loads(context.cursor)) if context.cursor else set()
+        registered = context.instance.get_dynamic_partitions(partitions.name)
+        done = context.instance.get_materialized_partitions(trajectories)
+        todo = [s for s in registered if s not in done and s not in requested]
+        if not todo:
+            return dg.SkipReason("no shard without thinking")
+        context.update_cursor(json.dumps(sorted(requested | set(todo))))
+        return [
+            dg.RunRequest(run_key=f"{experiment.name}:{shard}", partition_key=shard, tags={"trigger": "new_shard"})
+            for shard in todo
+        ]
+
+    return new_shards

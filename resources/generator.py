@@ -7,6 +7,7 @@ from pydantic import Field
 from tpt.config import GenerationConfig
 from tpt.generation.engines import EngineSpec
 from tpt.generation.shard_runner import WorkerPlacement
+from tpt.models import model_reference
 
 
 class ThinkingGenerator(dg.ConfigurableResource):
@@ -15,22 +16,31 @@ class ThinkingGenerator(dg.ConfigurableResource):
 
     workers: int = Field(1, gt=0, description="engine actors; on GPUs usually one per GPU")
     cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="1 on GPU clusters (tensor_parallel_size for TP > 1)")
     device: Literal["cpu", "cuda", "auto"] = "auto"
     torch_threads: int | None = Field(
         None, gt=0, description="threads per transformers engine (default: this machine's cores / workers)"
     )
     max_model_len: int | None = Field(None, gt=0, description="vLLM context length cap")
+    enforce_eager: bool | None = Field(None, description="vLLM: skip graph compilation (default: only on CPU)")
+    memory_fraction: float | None = Field(
+        None, gt=0, le=1, description="vLLM: share of GPU memory (host memory on CPU) it may take (default 0.9/0.2)"
+    )
 
-    def engine_spec(self, generation: GenerationConfig, model_dir: str) -> EngineSpec:
+    def engine_spec(self, generation: GenerationConfig) -> EngineSpec:
         return EngineSpec(
             engine=generation.engine,
-            model_dir=model_dir,
+            model=model_reference(generation.model),
             device=self.device,
             torch_threads=self.torch_threads or max(1, (os.cpu_count() or 1) // self.workers),
             tensor_parallel_size=generation.tensor_parallel_size,
             max_model_len=self.max_model_len,
+            enforce_eager=self.enforce_eager,
+            memory_fraction=self.memory_fraction,
         )
 
     def placement(self) -> WorkerPlacement:
         return WorkerPlacement(self.workers, self.cpus_per_worker, self.gpus_per_worker)
+
+    def gpus_in_use(self) -> int:
+        return int(self.workers * self.gpus_per_worker)

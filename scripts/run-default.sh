@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export DAGSTER_HOME="$PWD/dagster_home"
-exec .venv/bin/dagster job execute -m pipelines.definitions -j embedded_full_graph "$@"
+exec .venv/bin/tpt run embedded

@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS trajectories (
     experiment VARCHAR, trajectories_version VARCHAR, doc_id VARCHAR, shard VARCHAR, finish_reason VARCHAR,
     prompt_tokens BIGINT, output_tokens BIGINT, document_cut BOOLEAN, engine VARCHAR, prompt_version VARCHAR,
     model VARCHAR, error VARCHAR, PRIMARY KEY (experiment, trajectories_version, doc_id));
+CREATE TABLE IF NOT EXISTS generation_shards (
+    experiment VARCHAR, trajectories_version VARCHAR, shard VARCHAR, documents BIGINT, generated_this_run BIGINT,
+    cache_hits BIGINT, errors BIGINT, prompt_tokens BIGINT, output_tokens BIGINT, output_tokens_per_s DOUBLE,
+    gpus BIGINT, wall_s DOUBLE, finish_reasons VARCHAR, PRIMARY KEY (experiment, trajectories_version, shard));
 CREATE TABLE IF NOT EXISTS token_shards (
     experiment VARCHAR, variant VARCHAR, tokens_version VARCHAR, shard VARCHAR, documents BIGINT,
     sequences BIGINT, real_tokens BIGINT, padding_tokens BIGINT, packing_efficiency DOUBLE,

@@ -101,6 +101,7 @@ class CorpusConfig(Strict):
     max_chars: int = Field(100_000, ge=1)
     max_file_bytes: int = Field(4 * 2**30, gt=0, description="larger input files are skipped, not read")
     documents_per_shard: int = Field(1000, gt=0)
+    shards_per_run: int = operational(8, gt=0, description="corpus shards one run of a shard-partitioned stage takes")
 
     @model_validator(mode="after")
     def _chars_ordered(self) -> CorpusConfig:
@@ -141,6 +142,7 @@ class GenerationConfig(Strict):
     max_document_tokens: int = Field(2048, gt=0, description="documents are cut to this many tokens before prompting")
     batch_size: int = operational(8, gt=0)
     tensor_parallel_size: int = operational(1, gt=0)
+    estimate_sample_documents: int = operational(16, gt=0, description="documents the cost estimate generates")
 
 
 class ModelShape(Strict):

@@ -16,24 +16,37 @@ class ModelNotFoundError(InputError, FileNotFoundError):
     pass
 
 
-def resolve_model(source: ModelSource) -> Path:
-    """Local folder with config, weights and tokenizer for ``source``; converts or downloads once."""
+CONFIG_FILES = ["*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
+
+def resolve_model(source: ModelSource, *, weights: bool = True) -> Path:
+    """Local folder with config, tokenizer and (unless ``weights`` is false, for hub models) weights for
+    ``source``; converts or downloads once."""
     if source.kind == "local":
         path = Path(source.name).expanduser()
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"model folder {path} does not exist or has no config.json")
         return path
     if source.kind == "hf_hub":
-        return _from_hub(source)
+        return _from_hub(source, weights)
     return _from_wheel_gguf(source)
 
 
-def _from_hub(source: ModelSource) -> Path:
+def model_reference(source: ModelSource) -> str:
+    """What an engine worker is given: a hub id it fetches on its own node (nothing large passes through the
+    orchestrator), or a local folder (which must be on storage the workers see)."""
+    if source.kind == "hf_hub" and source.revision is None:
+        return source.name
+    return str(resolve_model(source))
+
+
+def _from_hub(source: ModelSource, weights: bool) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    patterns = None if weights else CONFIG_FILES
     try:
-        return Path(snapshot_download(source.name, revision=source.revision))
+        return Path(snapshot_download(source.name, revision=source.revision, allow_patterns=patterns))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(f"hub model {source.name!r} could not be fetched: {reason}") from None

@@ -9,6 +9,7 @@ from pipelines.definitions import build_definitions
 STAGES = {
     "thinking_model": set(),
     "corpus": set(),
+    "generation_cost_estimate": {"corpus", "thinking_model"},
     "thinking_trajectories": {"corpus", "thinking_model"},
     "augmented_documents": {"corpus", "thinking_trajectories"},
     "token_shards_vanilla": {"corpus"},
@@ -33,8 +34,11 @@ def _graph(defs: dg.Definitions, prefix: str) -> dict[str, set[str]]:
 def test_embedded_graph_has_every_stage_with_its_dependencies():
     defs = build_definitions()
     assert _graph(defs, "embedded") == STAGES
-    assert {j.name for j in defs.jobs} == {"embedded_full_graph", "embedded_benchmarks"}
+    assert {j.name for j in defs.jobs} == {
+        f"embedded_{j}" for j in ("corpus", "full_graph", "shards", "generation_estimate", "benchmarks")
+    }
     assert [s.name for s in defs.schedules] == ["embedded_benchmarks_nightly"]
+    assert [s.name for s in defs.sensors] == ["embedded_new_shards"]
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"document_ids_unique_and_counted", "one_trajectory_per_document", "loss_decreased"} <= checks
 

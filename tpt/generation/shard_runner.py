@@ -1,8 +1,13 @@
-"""Generate the thinking for one corpus shard on Ray Data, resumable at the document level.
+"""Generate the thinking for corpus shards on a Ray Data actor pool, resumable at three levels.
 
-Every batch that comes back from the actor pool is written at once as its own parquet part (atomically), so a
-killed run loses at most the batches in flight; on restart the documents found in parts are left out, so nothing
-is generated twice. A ``_SUCCESS.json`` marks a finished shard, which later runs skip without touching Ray.
+1. A shard with ``_SUCCESS.json`` is finished: later runs read its summary and never touch Ray.
+2. Every batch that comes back from the pool is written at once, atomically, as its own parquet part in its shard's
+   folder; a restarted run leaves out the documents found in parts, so a killed run loses at most the batches in
+   flight and nothing is generated twice.
+3. Before generating, each document's request key is looked up among all finished trajectories under the artifact
+   root (any stage version, any experiment); hits are copied, not regenerated.
+
+One actor pool serves all shards of a run, so the engine starts once however many shards a run covers.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,11 +25,17 @@ import pyarrow.parquet as pq
 
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import GenerationConfig
-from tpt.generation.engines import EngineSpec
+from tpt.errors import InputError
+from tpt.generation.engines import EngineSpec, engine_version
+from tpt.generation.requests import cached_rows, request_keys
 from tpt.generation.worker import OUTPUT_SCHEMA, ThinkingWorker
 from tpt.progress import Progress
 
 SUCCESS = "_SUCCESS.json"
+
+
+class PlacementError(InputError, RuntimeError):
+    """The actor pool asks for resources the Ray cluster does not have (it would wait for them forever)."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +53,13 @@ class ShardSummary:
     documents: int
     generated_this_run: int
     finished_before: int
+    cache_hits: int
     errors: int
     prompt_tokens: int
     output_tokens: int
     finish_reasons: dict[str, int]
-    wall_s: float
-    output_tokens_per_s: float  # over this run's generation only
+    wall_s: float  # this run's wall time for the whole pool (shards of one run share it)
+    output_tokens_per_s: float  # over this run's generated documents only
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,59 +69,127 @@ def read_trajectories(shard_dir: Path) -> pa.Table | None:
     parts = sorted(shard_dir.glob("part-*.parquet"))
     if not parts:
         return None
-    return pa.concat_tables([pq.read_table(p) for p in parts])
+    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
 
 
-def generate_shard(
-    documents: pa.Table,
-    shard_dir: Path,
+def generate_shards(
+    shards: Mapping[str, pa.Table],
+    out_dir: Path,
     spec: EngineSpec,
     generation: GenerationConfig,
     placement: WorkerPlacement,
     log: Callable[[str], None],
+    *,
+    cache_root: Path | None = None,
     progress_interval_s: float = 15.0,
-) -> ShardSummary:
-    """Thinking for every document of ``documents`` (columns doc_id, source, text) under ``shard_dir``."""
-    shard = shard_dir.name
-    if (shard_dir / SUCCESS).exists():
-        return ShardSummary(**read_json(shard_dir / SUCCESS))
+) -> dict[str, ShardSummary]:
+    """Thinking for every document of every shard (columns doc_id, source, text), written under ``out_dir/<shard>``."""
     started = time.perf_counter()
-    previous = read_trajectories(shard_dir)
-    done_ids = set(previous.column("doc_id").to_pylist()) if previous is not None else set()
-    todo = documents.filter(pc.invert(pc.is_in(documents["doc_id"], pa.array(sorted(done_ids), pa.string()))))
-    log(f"{shard}: {documents.num_rows} documents, {len(done_ids)} already finished, {todo.num_rows} to generate")
-    progress = Progress(f"{shard} thinking", documents.num_rows, log, unit="output tok", interval_s=progress_interval_s)
-    progress.done = len(done_ids)
-    generated = output_tokens_now = 0
+    finished = {s: ShardSummary(**read_json(out_dir / s / SUCCESS)) for s in shards if (out_dir / s / SUCCESS).exists()}
+    before = {s: _done_ids(out_dir / s) for s in shards if s not in finished}
+    todo = _pending(shards, before, generation, spec)
+    hits: Counter = Counter()
+    if cache_root is not None and todo.num_rows:
+        hits, hit_keys = _copy_cache_hits(todo, out_dir, cache_root)
+        todo = todo.filter(pc.invert(pc.is_in(todo["request_key"], pa.array(sorted(hit_keys), pa.string()))))
+    total = sum(shards[s].num_rows for s in before)
+    done_already = sum(len(d) for d in before.values()) + sum(hits.values())
+    log(
+        f"thinking: {len(shards)} shards ({len(finished)} finished earlier), {total} documents to cover: "
+        f"{done_already} done or cached, {todo.num_rows} to generate"
+    )
+    generated: Counter = Counter()
+    out_tokens = 0
     if todo.num_rows:
-        for part in _run_actor_pool(todo, spec, generation, placement):
-            write_parquet(shard_dir / f"part-{_part_name(part)}.parquet", part)
-            n_out = int(pc.sum(part["output_tokens"]).as_py() or 0)
-            generated += part.num_rows
-            output_tokens_now += n_out
-            errors = part.num_rows - int(pc.sum(pc.not_equal(part["finish_reason"], "error")).as_py() or 0)
-            progress.advance(part.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
-    gen_wall = time.perf_counter() - started
-    summary = summarize(shard, read_trajectories(shard_dir), generated, len(done_ids), gen_wall, output_tokens_now)
-    if summary.documents >= documents.num_rows:
-        write_json(shard_dir / SUCCESS, summary.as_dict())
-    return summary
+        progress = Progress("thinking", total, log, unit="output tok", interval_s=progress_interval_s)
+        progress.done = done_already
+        for batch in _run_actor_pool(todo, spec, generation, placement):
+            for shard, part in _split_by_shard(batch):
+                write_parquet(out_dir / shard / f"part-{_part_name(part)}.parquet", part)
+                generated[shard] += part.num_rows
+            n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
+            out_tokens += n_out
+            errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
+            progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
+    wall = time.perf_counter() - started
+    rate = out_tokens / wall if out_tokens else 0.0
+    summaries = dict(finished)
+    for shard in before:
+        table = read_trajectories(out_dir / shard)
+        summary = summarize(shard, table, generated[shard], len(before[shard]), hits[shard], wall, rate)
+        if summary.documents >= shards[shard].num_rows:
+            write_json(out_dir / shard / SUCCESS, summary.as_dict())
+        summaries[shard] = summary
+    return {s: summaries[s] for s in shards}
 
 
-def summarize(shard: str, table: pa.Table, generated: int, before: int, wall: float, out_now: int) -> ShardSummary:
-    reasons = Counter(table.column("finish_reason").to_pylist())
+def summarize(
+    shard: str, table: pa.Table | None, generated: int, before: int, hits: int, wall: float, rate: float
+) -> ShardSummary:
+    reasons = Counter(table.column("finish_reason").to_pylist()) if table is not None else Counter()
     return ShardSummary(
         shard=shard,
-        documents=table.num_rows,
+        documents=table.num_rows if table is not None else 0,
         generated_this_run=generated,
         finished_before=before,
+        cache_hits=hits,
         errors=reasons.get("error", 0),
-        prompt_tokens=int(pc.sum(table["prompt_tokens"]).as_py() or 0),
-        output_tokens=int(pc.sum(table["output_tokens"]).as_py() or 0),
+        prompt_tokens=int(pc.sum(table["prompt_tokens"]).as_py() or 0) if table is not None else 0,
+        output_tokens=int(pc.sum(table["output_tokens"]).as_py() or 0) if table is not None else 0,
         finish_reasons=dict(reasons),
         wall_s=round(wall, 3),
-        output_tokens_per_s=round(out_now / wall, 3) if generated and wall > 0 else 0.0,
+        output_tokens_per_s=round(rate, 3) if generated else 0.0,
     )
+
+
+def _done_ids(shard_dir: Path) -> set[str]:
+    for stale in shard_dir.glob(".part-*.tmp"):  # a write cut short by a kill; its batch is simply redone
+        stale.unlink()
+    table = read_trajectories(shard_dir)
+    return set(table.column("doc_id").to_pylist()) if table is not None else set()
+
+
+def _pending(
+    shards: Mapping[str, pa.Table], before: dict[str, set[str]], generation: GenerationConfig, spec: EngineSpec
+) -> pa.Table:
+    """Documents still to do, with their shard and request key, in shard order."""
+    tables = []
+    for shard, done in before.items():
+        docs = shards[shard].select(["doc_id", "source", "text"])
+        docs = docs.filter(pc.invert(pc.is_in(docs["doc_id"], pa.array(sorted(done), pa.string()))))
+        keys = request_keys(docs["doc_id"].to_pylist(), generation, engine_version(spec.engine))
+        tables.append(
+            docs.append_column("shard", pa.array([shard] * docs.num_rows, pa.string())).append_column(
+                "request_key", pa.array(keys, pa.string())
+            )
+        )
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in ("doc_id", "source", "text", "shard", "request_key")})
+    return pa.concat_tables(tables)
+
+
+def _copy_cache_hits(todo: pa.Table, out_dir: Path, cache_root: Path) -> tuple[Counter, set[str]]:
+    """Write cached trajectories for ``todo``'s keys into their shards (one part per shard); hits per shard."""
+    hits: Counter = Counter()
+    cached = cached_rows(cache_root, todo["request_key"].to_pylist(), exclude_dir=out_dir)
+    if cached is None:
+        return hits, set()
+    by_key = {row["request_key"]: row for row in cached.to_pylist()}
+    rows = [
+        by_key[row["request_key"]] | row | {"from_cache": True}
+        for row in todo.select(["doc_id", "shard", "request_key", "source"]).to_pylist()
+        if row["request_key"] in by_key
+    ]
+    table = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+    for shard, part in _split_by_shard(table):
+        write_parquet(out_dir / shard / f"part-{_part_name(part)}.parquet", part)
+        hits[shard] += part.num_rows
+    return hits, set(by_key)
+
+
+def _split_by_shard(table: pa.Table):
+    for shard in sorted(set(table["shard"].to_pylist())):
+        yield shard, table.filter(pc.equal(table["shard"], shard))
 
 
 def _part_name(part: pa.Table) -> str:
@@ -122,11 +202,12 @@ def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConf
     import ray.data
     from ray.data import ActorPoolStrategy
 
+    _check_fits(ray.cluster_resources(), placement)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     size = generation.batch_size
-    blocks = [todo.select(["doc_id", "source", "text"]).slice(i, size) for i in range(0, todo.num_rows, size)]
+    blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
     dataset = ray.data.from_arrow(blocks).map_batches(
         ThinkingWorker,
         fn_constructor_kwargs={"spec": spec, "generation": generation},
@@ -138,3 +219,13 @@ def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConf
     )
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         yield batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+
+
+def _check_fits(cluster: Mapping[str, float], placement: WorkerPlacement) -> None:
+    for resource, per_worker in (("GPU", placement.gpus_per_worker), ("CPU", placement.cpus_per_worker)):
+        have = cluster.get(resource, 0.0)
+        if per_worker > have:
+            raise PlacementError(
+                f"the generator asks for {per_worker:g} {resource} per worker, the Ray cluster has {have:g}; "
+                "set the generator resource's workers / gpus_per_worker / cpus_per_worker to fit"
+            )

