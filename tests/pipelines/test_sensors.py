@@ -1,0 +1,78 @@
+"""New data becomes exactly the work it needs: a new corpus file -> a new shard partition -> one run for it."""
+
+import json
+
+import dagster as dg
+
+from assets.corpus import corpus_asset
+from assets.partitions import corpus_shards, sync_shard_partitions
+from pipelines.definitions import build_definitions, default_resources
+from resources import ArtifactStorage, DuckDBCatalog
+from tpt.config import Experiment
+
+TEXT = "A paragraph about the water cycle, long enough to be kept by the length filter, number {}."
+
+
+def _experiment(embedded: Experiment, folder) -> Experiment:
+    raw = embedded.model_dump(mode="json")
+    raw["name"] = "watched"
+    raw["corpus"] |= {
+        "sources": [{"kind": "local", "name": "inbox", "path": str(folder)}],
+        "min_chars": 20,
+        "documents_per_shard": 2,
+    }
+    return Experiment.model_validate(raw)
+
+
+def _write(folder, name: str, start: int, n: int) -> None:
+    (folder / name).write_text("".join(json.dumps({"text": TEXT.format(i)}) + "\n" for i in range(start, start + n)))
+
+
+def _tick(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None):
+    sensor = defs.resolve_sensor_def(name)
+    with (
+        dg.partition_loading_context(dynamic_partitions_store=instance),  # as the daemon threads it
+        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context,
+    ):
+        return sensor.evaluate_tick(context)
+
+
+def test_a_new_file_becomes_a_new_shard_and_only_that_shard_is_requested(embedded, tmp_path):
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    _write(folder, "a.jsonl", 0, 4)
+    experiment = _experiment(embedded, folder)
+    resources = {
+        "storage": ArtifactStorage(root=str(tmp_path / "art")),
+        "catalog": DuckDBCatalog(path=str(tmp_path / "c.duckdb")),
+    }
+    defs = build_definitions([experiment], default_resources() | resources)
+    instance = dg.DagsterInstance.ephemeral()
+    partitions = corpus_shards(experiment).name
+
+    assert dg.materialize([corpus_asset(experiment)], resources=resources, instance=instance).success
+    assert instance.get_dynamic_partitions(partitions) == ["shard-00000", "shard-00001"]
+    first = _tick(defs, "watched_new_shards", instance, None)
+    assert sorted(r.partition_key for r in first.run_requests) == ["shard-00000", "shard-00001"]
+    assert defs.resolve_sensor_def("watched_new_shards").job_name == "watched_shards"
+    assert _tick(defs, "watched_new_shards", instance, first.cursor).run_requests == []  # each shard is requested once
+
+    _write(folder, "b.jsonl", 4, 2)
+    watcher = defs.resolve_sensor_def("watched_new_corpus_files")
+    assert watcher.job_name == "watched_corpus"
+    with dg.build_sensor_context(instance=instance, cursor=None) as context:
+        assert len(watcher.evaluate_tick(context).run_requests) == 1
+    assert dg.materialize([corpus_asset(experiment)], resources=resources, instance=instance).success
+    assert instance.get_dynamic_partitions(partitions) == ["shard-00000", "shard-00001", "shard-00002"]
+    second = _tick(defs, "watched_new_shards", instance, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["shard-00002"]  # only the new shard's work
+
+
+def test_partitions_follow_the_corpus_when_it_shrinks(embedded):
+    instance = dg.DagsterInstance.ephemeral()
+    assert sync_shard_partitions(instance, embedded, ["shard-00000", "shard-00001", "shard-00002"])[
+        "partitions_added"
+    ] == ["shard-00000", "shard-00001", "shard-00002"]
+    change = sync_shard_partitions(instance, embedded, ["shard-00000"])
+    assert change == {"partitions_added": [], "partitions_removed": ["shard-00001", "shard-00002"]}
+    assert instance.get_dynamic_partitions(corpus_shards(embedded).name) == ["shard-00000"]
