@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import pyarrow as pa
 from pipelines.experiments import experiment_path
 from tpt.config import GenerationConfig, load_experiment
 from tpt.corpus.build import build_corpus, read_shard
-from tpt.generation.engines import EngineSpec
+from tpt.generation.engines import EngineSpec, request_seed
 from tpt.generation.estimate import worker_rate
 from tpt.generation.prompt import build_prompt
 from tpt.generation.shard_runner import WorkerPlacement, generate_shards
@@ -39,7 +40,7 @@ def documents(n: int) -> pa.Table:
     return pa.concat_tables([read_shard(out, s) for s in manifest.shard_names]).slice(0, n)
 
 
-def bare_transformers(model_dir: Path, texts: list[str], g: GenerationConfig, threads: int) -> tuple[int, float, float]:
+def bare_transformers(model_dir: Path, table: pa.Table, g: GenerationConfig, threads: int) -> tuple[int, float, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -48,10 +49,13 @@ def bare_transformers(model_dir: Path, texts: list[str], g: GenerationConfig, th
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    texts, ids = table["text"].to_pylist(), table["doc_id"].to_pylist()
     prompts = [build_prompt(t, tokenizer, g.prompt, g.max_document_tokens).text for t in texts]
     loaded, out_tokens, s = time.perf_counter(), 0, g.sampling
     for i in range(0, len(prompts), g.batch_size):
         enc = tokenizer(prompts[i : i + g.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        # The stage's seeding, so both sample the very same tokens and do the very same work.
+        torch.manual_seed(hash(tuple(request_seed(s.seed, d) for d in ids[i : i + g.batch_size])) & 0xFFFFFFFF)
         with torch.inference_mode():
             out = model.generate(
                 **enc,
@@ -63,22 +67,30 @@ def bare_transformers(model_dir: Path, texts: list[str], g: GenerationConfig, th
                 tokenizer=tokenizer,
                 pad_token_id=tokenizer.pad_token_id,
             )
-        out_tokens += int((out[:, enc["input_ids"].shape[1] :] != tokenizer.pad_token_id).sum())
+        new = out[:, enc["input_ids"].shape[1] :]
+        out_tokens += int((new != tokenizer.pad_token_id).sum() + (new == tokenizer.pad_token_id).any(dim=1).sum())
     end = time.perf_counter()
     return out_tokens, end - started, end - loaded
 
 
-def bare_vllm(model_dir: Path, texts: list[str], g: GenerationConfig) -> tuple[int, float, float]:
+def bare_vllm(model_dir: Path, table: pa.Table, g: GenerationConfig) -> tuple[int, float, float]:
     from vllm import LLM, SamplingParams
 
     started = time.perf_counter()
     llm = LLM(model=str(model_dir), enforce_eager=True, gpu_memory_utilization=0.2)
     tokenizer = llm.get_tokenizer()
-    prompts = [build_prompt(t, tokenizer, g.prompt, g.max_document_tokens).text for t in texts]
+    prompts = [build_prompt(t, tokenizer, g.prompt, g.max_document_tokens).text for t in table["text"].to_pylist()]
     s = g.sampling
-    params = SamplingParams(
-        temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_thinking_tokens, stop=list(s.stop)
-    )
+    params = [  # the stage's per-document seeds, so both sample the same tokens
+        SamplingParams(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_thinking_tokens,
+            stop=list(s.stop),
+            seed=request_seed(s.seed, d),
+        )
+        for d in table["doc_id"].to_pylist()
+    ]
     loaded = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
     end = time.perf_counter()
@@ -94,7 +106,8 @@ def stage(model_dir: Path, table: pa.Table, g: GenerationConfig, engine: str, th
     out = Path(tempfile.mkdtemp(prefix="bench-shard-"))
     spec = EngineSpec(engine, str(model_dir), torch_threads=threads)
     started = time.perf_counter()
-    summary = generate_shards({"shard-00000": table}, out, spec, g, WorkerPlacement(), lambda line: None)
+    placement = WorkerPlacement(cpus_per_worker=threads)  # what the generator resource reserves on CPU
+    summary = generate_shards({"shard-00000": table}, out, spec, g, placement, lambda line: None)
     wall = time.perf_counter() - started
     ray.shutdown()
     tokens = summary["shard-00000"].output_tokens
@@ -109,28 +122,33 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the embedded experiment's (8)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="bare and stage alternate; medians are reported")
     args = parser.parse_args()
     g = load_experiment(experiment_path("embedded")).generation
     g = g.model_copy(update={"engine": args.engine, "batch_size": args.batch_size or g.batch_size})
     model_dir = resolve_model(g.model)
     table = documents(args.documents)
-    texts = table["text"].to_pylist()
-    if args.engine == "vllm":
-        b_tokens, b_total, b_gen = bare_vllm(model_dir, texts, g)
-    else:
-        b_tokens, b_total, b_gen = bare_transformers(model_dir, texts, g, args.threads)
-    s_tokens, s_total, s_gen = stage(model_dir, table, g, args.engine, args.threads)
+    runs: dict[str, list[tuple[int, float, float]]] = {"bare": [], "stage": []}
+    for _ in range(args.repeats):  # alternating, so a slow spell of a shared machine hits both sides alike
+        if args.engine == "vllm":
+            runs["bare"].append(bare_vllm(model_dir, table, g))
+        else:
+            runs["bare"].append(bare_transformers(model_dir, table, g, args.threads))
+        runs["stage"].append(stage(model_dir, table, g, args.engine, args.threads))
     print(
-        f"engine {args.engine}, documents {len(texts)}, batch {g.batch_size}, "
-        f"max_new_tokens {g.sampling.max_thinking_tokens}, threads {args.threads}"
+        f"engine {args.engine}, documents {table.num_rows}, batch {g.batch_size}, "
+        f"max_new_tokens {g.sampling.max_thinking_tokens}, threads {args.threads}, repeats {args.repeats}"
     )
-    for name, tokens, total, gen in (("bare ", b_tokens, b_total, b_gen), ("stage", s_tokens, s_total, s_gen)):
-        print(
-            f"{name}: {tokens} output tokens; end to end {total:.1f}s = {tokens / total:.1f} tok/s; "
-            f"generation only {gen:.1f}s = {tokens / gen:.1f} tok/s"
-        )
-    print(f"ratio stage/bare, end to end: {(s_tokens / s_total) / (b_tokens / b_total):.3f}")
-    print(f"ratio stage/bare, generation only: {(s_tokens / s_gen) / (b_tokens / b_gen):.3f}")
+    rates = {}
+    for name, results in runs.items():
+        for tokens, total, gen in results:
+            print(
+                f"{name:5}: {tokens} output tokens; end to end {total:.1f}s = {tokens / total:.1f} tok/s; "
+                f"generation only {gen:.1f}s = {tokens / gen:.1f} tok/s"
+            )
+        rates[name] = (statistics.median(t / a for t, a, _ in results), statistics.median(t / b for t, _, b in results))
+    print(f"median ratio stage/bare, end to end: {rates['stage'][0] / rates['bare'][0]:.3f}")
+    print(f"median ratio stage/bare, generation only: {rates['stage'][1] / rates['bare'][1]:.3f}")
 
 
 if __name__ == "__main__":

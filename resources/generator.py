@@ -15,7 +15,9 @@ class ThinkingGenerator(dg.ConfigurableResource):
     how many actors, on which devices, is this resource's (it changes only speed)."""
 
     workers: int = Field(1, gt=0, description="engine actors; on GPUs usually one per GPU")
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float | None = Field(
+        None, gt=0, description="default: 1 with GPUs, else the worker's torch threads (so Ray's OMP_NUM_THREADS fits)"
+    )
     gpus_per_worker: float = Field(0.0, ge=0, description="1 on GPU clusters (tensor_parallel_size for TP > 1)")
     device: Literal["cpu", "cuda", "auto"] = "auto"
     torch_threads: int | None = Field(
@@ -32,15 +34,19 @@ class ThinkingGenerator(dg.ConfigurableResource):
             engine=generation.engine,
             model=model_reference(generation.model),
             device=self.device,
-            torch_threads=self.torch_threads or max(1, (os.cpu_count() or 1) // self.workers),
+            torch_threads=self._threads(),
             tensor_parallel_size=generation.tensor_parallel_size,
             max_model_len=self.max_model_len,
             enforce_eager=self.enforce_eager,
             memory_fraction=self.memory_fraction,
         )
 
+    def _threads(self) -> int:
+        return self.torch_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
     def placement(self) -> WorkerPlacement:
-        return WorkerPlacement(self.workers, self.cpus_per_worker, self.gpus_per_worker)
+        cpus = self.cpus_per_worker or (1.0 if self.gpus_per_worker else float(self._threads()))
+        return WorkerPlacement(self.workers, cpus, self.gpus_per_worker)
 
     def gpus_in_use(self) -> int:
         return int(self.workers * self.gpus_per_worker)
