@@ -34,6 +34,10 @@ from tpt.progress import Progress
 SUCCESS = "_SUCCESS.json"
 
 
+class EngineFailedError(InputError, RuntimeError):
+    """The engine workers failed for good (could not start, or died past Ray's retries); finished batches are kept."""
+
+
 class PlacementError(InputError, RuntimeError):
     """The actor pool asks for resources the Ray cluster does not have (it would wait for them forever)."""
 
@@ -103,14 +107,22 @@ def generate_shards(
     if todo.num_rows:
         progress = Progress("thinking", total, log, unit="output tok", interval_s=progress_interval_s)
         progress.done = done_already
-        for batch in _run_actor_pool(todo, spec, generation, placement):
-            for shard, part in _split_by_shard(batch):
-                write_parquet(out_dir / shard / f"part-{_part_name(part)}.parquet", part)
-                generated[shard] += part.num_rows
-            n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
-            out_tokens += n_out
-            errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
-            progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
+        try:
+            for batch in _run_actor_pool(todo, spec, generation, placement):
+                for shard, part in _split_by_shard(batch):
+                    write_parquet(out_dir / shard / f"part-{_part_name(part)}.parquet", part)
+                    generated[shard] += part.num_rows
+                n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
+                out_tokens += n_out
+                errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
+                progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
+        except PlacementError:
+            raise
+        except Exception as exc:  # Ray wraps worker failures in many types; all end the run the same way
+            raise EngineFailedError(
+                f"the {spec.engine} workers failed ({_root_cause(exc)}); the {sum(generated.values())} documents "
+                "finished in this run are kept, and a rerun resumes after them"
+            ) from exc
     wall = time.perf_counter() - started
     rate = out_tokens / wall if out_tokens else 0.0
     summaries = dict(finished)
@@ -230,3 +242,14 @@ def _check_fits(cluster: Mapping[str, float], placement: WorkerPlacement) -> Non
                 f"the generator asks for {per_worker:g} {resource} per worker, the Ray cluster has {have:g}; "
                 "set the generator resource's workers / gpus_per_worker / cpus_per_worker to fit"
             )
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The last line of the deepest message in the chain: Ray puts the worker's own error there."""
+    found = ""
+    while exc is not None:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if lines:
+            found = lines[-1]
+        exc = exc.__cause__ or exc.__context__
+    return found[:300] or "no message"

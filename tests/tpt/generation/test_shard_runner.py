@@ -8,6 +8,7 @@ from tpt.generation.engines import EngineSpec, TransformersEngine
 from tpt.generation.estimate import estimate, sample_documents, worker_rate
 from tpt.generation.shard_runner import (
     SUCCESS,
+    EngineFailedError,
     PlacementError,
     WorkerPlacement,
     generate_shards,
@@ -161,3 +162,12 @@ def test_asking_for_more_gpus_than_the_cluster_has_fails_before_waiting(local_ra
     with pytest.raises(PlacementError, match="asks for 1 GPU per worker, the Ray cluster has 0"):
         generate_shards(_shards(), tmp_path / "t", spec, generation, WorkerPlacement(gpus_per_worker=1), print)
     assert not list(tmp_path.rglob("part-*.parquet"))
+
+
+def test_workers_that_cannot_start_fail_in_one_line(local_ray, tmp_path, generation):
+    broken = EngineSpec("transformers", str(tmp_path / "no-such-model"), torch_threads=2)
+    with pytest.raises(EngineFailedError) as err:
+        generate_shards(_shards(), tmp_path / "t", broken, generation, WorkerPlacement(), print)
+    message = str(err.value)
+    assert message.startswith("the transformers workers failed (") and "no-such-model" in message
+    assert "\n" not in message and "a rerun resumes after them" in message
