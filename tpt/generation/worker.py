@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from tpt.config import GenerationConfig
-from tpt.generation.engines import Completion, EngineSpec, ThinkingEngine, make_engine, request_seed
+from tpt.generation.engines import ENGINE_DEAD, Completion, EngineSpec, ThinkingEngine, make_engine, request_seed
 from tpt.generation.prompt import build_prompt, extract_thinking
 
 OUTPUT_SCHEMA = pa.schema(
@@ -82,6 +82,8 @@ class ThinkingWorker:
         try:
             return list(self.engine.generate(prompts, sampling, seeds))
         except Exception as exc:
+            if type(exc).__name__ in ENGINE_DEAD:
+                raise
             if len(prompts) == 1:  # the poison document is recorded, the shard goes on
                 return [_describe(exc)]
         results: list[Completion | str] = []
@@ -89,6 +91,8 @@ class ThinkingWorker:
             try:
                 results.append(self.engine.generate([prompt], sampling, [seed])[0])
             except Exception as exc:
+                if type(exc).__name__ in ENGINE_DEAD:
+                    raise
                 results.append(_describe(exc))
         return results
 

@@ -171,3 +171,25 @@ def test_workers_that_cannot_start_fail_in_one_line(local_ray, tmp_path, generat
     message = str(err.value)
     assert message.startswith("the transformers workers failed (") and "no-such-model" in message
     assert "\n" not in message and "a rerun resumes after them" in message
+
+
+class EngineDeadError(RuntimeError):
+    """Named as vLLM names the error of an engine that cannot serve again."""
+
+
+class DeadEngine(PoisonEngine):
+    def generate(self, prompts, sampling, seeds):
+        raise EngineDeadError("EngineCore encountered an issue")
+
+
+def test_a_dead_engine_fails_the_batch_instead_of_blaming_its_documents(spec, generation):
+    worker = ThinkingWorker(spec, generation, engine=DeadEngine(TransformersEngine(spec)))
+    batch = {
+        "doc_id": ["a", "b"],
+        "shard": ["s"] * 2,
+        "request_key": ["ka", "kb"],
+        "source": ["web"] * 2,
+        "text": DOCS[:2],
+    }
+    with pytest.raises(EngineDeadError):
+        worker(batch)  # Ray then replaces the actor; no document is recorded as poison
