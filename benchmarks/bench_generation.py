@@ -77,7 +77,8 @@ def bare_vllm(model_dir: Path, table: pa.Table, g: GenerationConfig) -> tuple[in
     from vllm import LLM, SamplingParams
 
     started = time.perf_counter()
-    llm = LLM(model=str(model_dir), enforce_eager=True, gpu_memory_utilization=0.2)
+    # The settings a careful user needs on CPU: eager mode, no chunked prefill (it breaks seeded requests there).
+    llm = LLM(model=str(model_dir), enforce_eager=True, gpu_memory_utilization=0.2, enable_chunked_prefill=False)
     tokenizer = llm.get_tokenizer()
     prompts = [build_prompt(t, tokenizer, g.prompt, g.max_document_tokens).text for t in table["text"].to_pylist()]
     s = g.sampling

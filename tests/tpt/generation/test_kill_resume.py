@@ -23,7 +23,12 @@ pytestmark = pytest.mark.slow
 DOCS = [f"Fact {i}: the number {i} squared is {i * i}, and its cube is {i**3}." for i in range(8)]
 
 CHILD = """
-import sys, pyarrow as pa, ray
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import ray
+
 from tpt.config import GenerationConfig, PromptConfig, SamplingConfig, ModelSource
 from tpt.generation.engines import EngineSpec
 from tpt.generation.shard_runner import WorkerPlacement, generate_shards
