@@ -31,10 +31,10 @@ def cached_rows(artifact_root: Path, keys: list[str], exclude_dir: Path | None =
     con = duckdb.connect()
     try:
         con.register("wanted", pa.table({"request_key": keys}))
-        table = con.execute(
-            "SELECT DISTINCT ON (request_key) * FROM read_parquet(?, union_by_name = true) "
+        table = con.sql(
+            "SELECT DISTINCT ON (request_key) * FROM read_parquet($parts, union_by_name = true) "
             "WHERE request_key IN (SELECT request_key FROM wanted) AND finish_reason <> 'error'",
-            [[str(p) for p in parts]],
+            params={"parts": [str(p) for p in parts]},
         ).to_arrow_table()
     except duckdb.BinderException:  # parts written before request keys existed cannot answer
         return None
