@@ -4,10 +4,11 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets import keys
+from assets.stage import markdown_table
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import read_json
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest
+from tpt.corpus.build import load_manifest, read_contamination
 from tpt.generation.shard_runner import SUCCESS, read_trajectories
 
 MAX_GENERATION_ERROR_SHARE = 0.05
@@ -15,6 +16,8 @@ MAX_GENERATION_ERROR_SHARE = 0.05
 
 def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
     checks = [_corpus_ids_unique(experiment), _every_document_has_thinking(experiment)]
+    if experiment.corpus.decontamination is not None:
+        checks.append(_corpus_decontaminated(experiment))
     for variant in experiment.variants:
         checks += [
             _token_documents_match(experiment, variant),
@@ -36,6 +39,44 @@ def _corpus_ids_unique(experiment: Experiment) -> dg.AssetChecksDefinition:
         return dg.AssetCheckResult(
             passed=passed,
             metadata={"documents": len(ids), "unique_ids": len(set(ids)), "manifest": manifest.n_documents},
+        )
+
+    return check
+
+
+def _corpus_decontaminated(experiment: Experiment) -> dg.AssetChecksDefinition:
+    """Blocking: a corpus that was this contaminated needs a look before any thinking is generated for it."""
+    limit = experiment.corpus.decontamination.max_contaminated_fraction
+
+    @dg.asset_check(
+        asset=keys.key(experiment, keys.CORPUS),
+        name="benchmark_contamination_below_threshold",
+        blocking=True,
+        description=f"Fails when more than {limit:.1%} of checked documents shared an n-gram with a test item.",
+    )
+    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
+        plan = storage.plan(experiment).corpus
+        manifest = load_manifest(plan.path, plan.version)
+        if manifest is None or not manifest.contamination:
+            return dg.AssetCheckResult(passed=False, description="corpus manifest has no decontamination record")
+        report = manifest.contamination
+        fraction = report["dropped"] / max(report["checked"], 1)
+        examples = read_contamination(plan.path).slice(0, 5).to_pylist()
+        return dg.AssetCheckResult(
+            passed=fraction <= limit,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{report['dropped']} of {report['checked']} documents dropped as contaminated "
+            f"({fraction:.2%}; limit {limit:.2%})",
+            metadata={
+                "checked_documents": report["checked"],
+                "dropped_documents": report["dropped"],
+                "contaminated_fraction": fraction,
+                "by_benchmark": report["by_benchmark"],
+                "ngram_words": report["ngram"],
+                "test_items": report["test_items"],
+                "test_items_too_short_to_check": report["test_items_too_short"],
+                "examples": markdown_table(examples),
+            },
         )
 
     return check

@@ -7,7 +7,7 @@ from assets.partitions import sync_shard_partitions
 from assets.stage import finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.config import Experiment
-from tpt.corpus.build import build_corpus, read_shard
+from tpt.corpus.build import build_corpus, read_contamination, read_shard
 from tpt.plan import ExperimentPlan
 
 
@@ -19,13 +19,16 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
         keys.CORPUS,
         code_version=code_version,
         kinds={"python", "parquet"},
-        description="Documents from the configured sources: cleaned, length-filtered, exactly deduplicated, "
-        "with content-hash ids, written as parquet shards; each shard becomes a partition of the per-shard stages.",
+        description="Documents from the configured sources: cleaned, length-filtered, exactly (and optionally "
+        "near-) deduplicated, decontaminated against the benchmarks' test sets, with content-hash ids, written as "
+        "parquet shards; each shard becomes a partition of the per-shard stages.",
     )
     def corpus(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
         plan = storage.plan(experiment).corpus
-        manifest, reused = build_corpus(experiment.corpus, plan.path, plan.version)
+        manifest, reused = build_corpus(
+            experiment.corpus, plan.path, plan.version, test_data_folder=experiment.evaluation.data_folder
+        )
         context.log.info(
             f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards"
             + (" (finished earlier, reused)" if reused else "")
@@ -46,6 +49,11 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
                 for row in read_shard(plan.path, shard).to_pylist()
             ]
             cat.upsert("documents", rows)
+            contaminated = read_contamination(plan.path).to_pylist()
+            cat.upsert(
+                "contamination",
+                [{"experiment": experiment.name, "corpus_version": plan.version} | r for r in contaminated],
+            )
         skipped = {name: s["counts"] for name, s in manifest.sources.items()}
         figures = {
             "documents": manifest.n_documents,
@@ -53,6 +61,8 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
             "characters": sum(s["chars"] for s in manifest.shards),
             "skips_by_source_and_reason": skipped,
             "skipped_total": sum(sum(c.values()) for c in skipped.values()),
+            "contaminated_dropped": manifest.contamination.get("dropped", 0),
+            "contaminated_by_benchmark": manifest.contamination.get("by_benchmark", {}),
             **partitions,
         }
         per_source = [{"source": n, "accepted": s["accepted"], **s["counts"]} for n, s in manifest.sources.items()]

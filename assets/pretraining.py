@@ -4,16 +4,15 @@ import time
 import dagster as dg
 
 from assets import keys
+from assets.mixture import all_token_shards
 from assets.stage import finish, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, Trainer
 from tpt.atomic import read_json
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest
 from tpt.models import resolve_model
 from tpt.plan import ExperimentPlan
 from tpt.plots import line_plot
-from tpt.tokenization import PackedShards
-from tpt.tokenization.ray_pack import shard_out_path
+from tpt.tokenization.mixture import ResolvedMixture
 from tpt.training import train
 
 RESULT_FILE = "train_result.json"
@@ -28,21 +27,6 @@ def read_loss_curve(path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def _all_token_shards(plan: ExperimentPlan, variant: str) -> PackedShards:
-    """Every corpus shard's tokens, in corpus order; training starts only when the backfill is complete."""
-    manifest = load_manifest(plan.corpus.path, plan.corpus.version)
-    if manifest is None:
-        raise dg.Failure("the corpus is not built for this config; materialize the corpus asset first")
-    paths = [shard_out_path(plan.token_shards(variant).path, s) for s in manifest.shard_names]
-    missing = [p.stem for p in paths if not p.with_suffix(".json").exists()]
-    if missing:
-        raise dg.Failure(
-            f"{len(missing)} of {len(paths)} shards are not packed yet ({missing[:5]}); backfill "
-            f"{keys.TOKEN_SHARDS}_{variant} over all corpus shards first"
-        )
-    return PackedShards(paths)
-
-
 def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
     code_version = ExperimentPlan(experiment, ".").checkpoint(variant).code_version
 
@@ -50,7 +34,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         experiment,
         keys.CHECKPOINT,
         variant=variant,
-        deps=[keys.key(experiment, keys.TOKEN_SHARDS, variant)],
+        deps=[keys.key(experiment, keys.MIXTURE, variant)],
         code_version=code_version,
         kinds={"pytorch", "transformers"},
         description=f"A LLaMA-architecture model pretrained on the {variant} token shards for the experiment's "
@@ -65,11 +49,15 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         result_path = stage.path / RESULT_FILE
         reused = result_path.exists()
         if not reused:
+            mixture_dir = plan.mixture(variant).path
+            if not ResolvedMixture.exists(mixture_dir):
+                raise dg.Failure(f"no resolved mixture in {mixture_dir}; materialize {keys.MIXTURE}_{variant} first")
             train(
                 experiment.training,
-                _all_token_shards(plan, variant),
+                all_token_shards(plan, variant),
                 stage.path,
                 tokenizer_dir=resolve_model(experiment.tokenizer, weights=False),
+                order=ResolvedMixture.load(mixture_dir),
                 device=trainer.resolved_device(),
                 log=context.log.info,
                 memory_limit_bytes=trainer.memory_limit_bytes,
@@ -136,7 +124,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             wall_s=time.perf_counter() - started,
             reused=reused,
             figures=figures,
-            parents=[plan.token_shards(variant)],
+            parents=[plan.mixture(variant)],
             variant=variant,
             extra_metadata={"loss_curve": png_markdown(plot, "loss curve")},
         )

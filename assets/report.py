@@ -82,6 +82,15 @@ def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
                 "score_comparison": png_markdown(score_plot, "scores"),
                 "loss_curves": png_markdown(loss_plot, "loss curves"),
                 "tokens_seen": dg.MetadataValue.json({v: runs[v]["tokens_seen"] for v in variants}),
+                "real_tokens_seen_by_source": dg.MetadataValue.json(
+                    {
+                        v: {
+                            r["source"]: r["real_tokens"]
+                            for r in cat.tokens_seen(experiment.name, plan.checkpoint(v).version)
+                        }
+                        for v in variants
+                    }
+                ),
                 "wall_s": round(time.perf_counter() - started, 3),
                 "note": "Paper numbers are 8B models on 100B tokens, shown for context, not comparable here.",
             },

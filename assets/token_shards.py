@@ -33,8 +33,8 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         kinds={"ray", "numpy"},
         partitions_def=corpus_shards(experiment),
         backfill_policy=shard_backfill_policy(experiment),
-        description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, "
-        "one memory-mapped token file per corpus shard (Ray task each).",
+        description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, each "
+        "source on its own, one memory-mapped token file per corpus shard (Ray task each).",
     )
     def token_shards(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, ray_cluster: RayCluster
@@ -72,8 +72,23 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             }
             for r in rows
         ]
+        source_rows = [
+            {
+                "experiment": experiment.name,
+                "variant": variant,
+                "tokens_version": stage.version,
+                "shard": shard,
+                "source": span["name"],
+                "documents": span["n_documents"],
+                "sequences": span["n_sequences"],
+                "real_tokens": span["n_real_tokens"],
+            }
+            for shard, index in zip(shards, indexes, strict=True)
+            for span in index["sources"]
+        ]
         cat = catalog.open()
         cat.upsert("token_shards", catalog_rows)
+        cat.upsert("token_sources", source_rows)
         real = sum(r["n_real_tokens"] for r in rows)
         total = sum(r["n_real_tokens"] + r["n_padding_tokens"] for r in rows)
         figures = {
@@ -86,6 +101,7 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             "seq_len": experiment.training.seq_len,
             "shards_packed_this_run": packed_now,
             "tokens_per_s_this_run": round(tokens_now / pack_wall, 1) if packed_now else 0.0,
+            "real_tokens_by_source": _by_source(source_rows),
         }
         return finish(
             context,
@@ -101,3 +117,10 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         )
 
     return token_shards
+
+
+def _by_source(rows: list[dict]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row["source"]] = totals.get(row["source"], 0) + row["real_tokens"]
+    return totals

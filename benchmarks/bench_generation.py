@@ -110,11 +110,26 @@ def stage(model_dir: Path, table: pa.Table, g: GenerationConfig, engine: str, th
     placement = WorkerPlacement(cpus_per_worker=threads)  # what the generator resource reserves on CPU
     summary = generate_shards({"shard-00000": table}, out, spec, g, placement, lambda line: None)
     wall = time.perf_counter() - started
+    print("CPU seconds by process during the stage:", ray_cpu_seconds(), flush=True)
     ray.shutdown()
     tokens = summary["shard-00000"].output_tokens
     inside = tokens / worker_rate(out / "shard-00000")
     shutil.rmtree(out)
     return tokens, wall, inside
+
+
+def ray_cpu_seconds() -> dict[str, float]:
+    """CPU time of the Ray processes (all started by this stage's ``ray.init``): where the 2 cores went."""
+    import psutil
+
+    seconds: dict[str, float] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "ray" not in cmdline or proc.info["cpu_times"] is None:
+            continue
+        name = cmdline.split()[0].rsplit("/", 1)[-1][:40]
+        seconds[name] = seconds.get(name, 0.0) + proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return {k: round(v, 1) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from assets.benchmarks import benchmark_assets
 from assets.checks import experiment_checks
 from assets.corpus import corpus_asset
 from assets.cost_estimate import cost_estimate_asset
+from assets.mixture import mixture_assets
 from assets.models import thinking_model_asset
 from assets.pretraining import checkpoint_assets
 from assets.report import report_asset
@@ -23,6 +24,7 @@ def experiment_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
         trajectories_asset(experiment),
         augmented_asset(experiment),
         *token_shard_assets(experiment),
+        *mixture_assets(experiment),
         *checkpoint_assets(experiment),
         *benchmark_assets(experiment),
         report_asset(experiment),

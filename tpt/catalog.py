@@ -35,6 +35,16 @@ CREATE TABLE IF NOT EXISTS generation_shards (
     experiment VARCHAR, trajectories_version VARCHAR, shard VARCHAR, documents BIGINT, generated_this_run BIGINT,
     cache_hits BIGINT, errors BIGINT, prompt_tokens BIGINT, output_tokens BIGINT, output_tokens_per_s DOUBLE,
     gpus BIGINT, wall_s DOUBLE, finish_reasons VARCHAR, PRIMARY KEY (experiment, trajectories_version, shard));
+CREATE TABLE IF NOT EXISTS contamination (
+    experiment VARCHAR, corpus_version VARCHAR, doc_id VARCHAR, source VARCHAR, benchmark VARCHAR, item BIGINT,
+    ngram VARCHAR, PRIMARY KEY (experiment, corpus_version, doc_id));
+CREATE TABLE IF NOT EXISTS token_sources (
+    experiment VARCHAR, variant VARCHAR, tokens_version VARCHAR, shard VARCHAR, source VARCHAR, documents BIGINT,
+    sequences BIGINT, real_tokens BIGINT, PRIMARY KEY (experiment, variant, tokens_version, shard, source));
+CREATE TABLE IF NOT EXISTS mixture (
+    experiment VARCHAR, variant VARCHAR, mixture_version VARCHAR, source VARCHAR, weight DOUBLE,
+    available_sequences BIGINT, available_tokens BIGINT, selected_sequences BIGINT, selected_tokens BIGINT,
+    epochs DOUBLE, PRIMARY KEY (experiment, variant, mixture_version, source));
 CREATE TABLE IF NOT EXISTS token_shards (
     experiment VARCHAR, variant VARCHAR, tokens_version VARCHAR, shard VARCHAR, documents BIGINT,
     sequences BIGINT, real_tokens BIGINT, padding_tokens BIGINT, packing_efficiency DOUBLE,
@@ -139,4 +149,16 @@ class Catalog:
             SELECT DISTINCT parent_stage AS stage, parent_version AS version, depth FROM up ORDER BY depth, stage
             """,
             [experiment, stage, version, experiment],
+        )
+
+    def tokens_seen(self, experiment: str, checkpoint_version: str) -> list[dict[str, Any]]:
+        """Real tokens a checkpoint trained on, per source: its mixture's selection, found through lineage."""
+        return self.query(
+            """
+            SELECT m.source, m.selected_sequences AS sequences, m.selected_tokens AS real_tokens, m.epochs
+            FROM lineage l JOIN mixture m ON m.experiment = l.experiment AND m.mixture_version = l.parent_version
+            WHERE l.experiment = ? AND l.stage = 'checkpoint' AND l.version = ? AND l.parent_stage = 'mixture'
+            ORDER BY m.source
+            """,
+            [experiment, checkpoint_version],
         )

@@ -95,8 +95,29 @@ class ModelSource(Strict):
 # ---------------------------------------------------------------- stages
 
 
+class DecontaminationConfig(Strict):
+    """Drop documents that share a word n-gram with a benchmark test item, before thinking is spent on them."""
+
+    benchmarks: tuple[Benchmark, ...] = BENCHMARKS
+    ngram: int = Field(13, ge=5, description="words per n-gram (13 as in GPT-3 and Llama)")
+    max_contaminated_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="the corpus check fails when a larger share of documents is dropped"
+    )
+
+
+class NearDedupConfig(Strict):
+    """MinHash LSH near-duplicate removal; off unless configured."""
+
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="estimated Jaccard similarity of word shingles")
+    num_perm: int = Field(128, ge=16)
+    shingle_words: int = Field(5, ge=1)
+    seed: int = 1
+
+
 class CorpusConfig(Strict):
     sources: list[CorpusSource] = Field(min_length=1)
+    decontamination: DecontaminationConfig | None = DecontaminationConfig()
+    near_dedup: NearDedupConfig | None = None
     min_chars: int = Field(200, ge=1)
     max_chars: int = Field(100_000, ge=1)
     max_file_bytes: int = Field(4 * 2**30, gt=0, description="larger input files are skipped, not read")
@@ -189,6 +210,31 @@ class TrainingConfig(Strict):
         return self
 
 
+class MixtureSource(Strict):
+    name: str = Field(description="a corpus source name")
+    weight: float = Field(ge=0.0, description="relative share of the token budget")
+    max_epochs: float | None = Field(None, gt=0, description="refuse a mixture that repeats this source more often")
+
+
+class MixtureConfig(Strict):
+    """Which sequences a pretraining run sees. No sources: every source in its natural proportion. With sources,
+    each gets ``weight / sum(weights)`` of the token budget, upsampled (repeated) or subsampled as needed; corpus
+    sources not listed are left out of training."""
+
+    sources: list[MixtureSource] | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _weights_usable(self) -> MixtureConfig:
+        if self.sources is not None:
+            names = [s.name for s in self.sources]
+            if len(set(names)) != len(names):
+                raise ValueError(f"mixture source names must be unique, got {names}")
+            if not sum(s.weight for s in self.sources) > 0:
+                raise ValueError("mixture weights must sum to a positive number")
+        return self
+
+
 class EvaluationConfig(Strict):
     benchmarks: tuple[Benchmark, ...] = BENCHMARKS
     limit: int | None = Field(None, gt=0, description="samples per benchmark; None runs the full test set")
@@ -214,8 +260,17 @@ class Experiment(Strict):
     tokenizer: ModelSource = Field(description="tokenizer of the model being pretrained")
     join_separator: str = Field("\n\n", description="between a document and its thinking in x = [d; t]")
     training: TrainingConfig
+    mixture: MixtureConfig = MixtureConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     variants: tuple[Variant, ...] = ("vanilla", "tpt")
+
+    @model_validator(mode="after")
+    def _mixture_names_sources(self) -> Experiment:
+        known = {s.name for s in self.corpus.sources}
+        unknown = [s.name for s in self.mixture.sources or [] if s.name not in known]
+        if unknown:
+            raise ValueError(f"mixture names sources the corpus does not have: {unknown} (corpus: {sorted(known)})")
+        return self
 
 
 class ConfigError(InputError, ValueError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tpt.config import Experiment
-from tpt.versioning import content_hash, stage_version, versioned_fields
+from tpt.versioning import STAGE_CODE_REVISIONS, content_hash, stage_version, versioned_fields
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,15 @@ class ExperimentPlan:
     def _plan(self, stage: str, own: object, *upstream: StagePlan, label: str = "") -> StagePlan:
         version = stage_version(stage, own, *(u.version for u in upstream))
         name = f"{label}-{version}" if label else version
-        return StagePlan(stage, version, content_hash(stage, own), self.root / stage / name)
+        code_version = content_hash(stage, STAGE_CODE_REVISIONS[stage], own)
+        return StagePlan(stage, version, code_version, self.root / stage / name)
 
     @property
     def corpus(self) -> StagePlan:
-        return self._plan("corpus", versioned_fields(self.experiment.corpus))
+        own = {"corpus": versioned_fields(self.experiment.corpus)}
+        if self.experiment.corpus.decontamination is not None:  # the test sets it checks against are an input
+            own["test_data_folder"] = self.experiment.evaluation.data_folder
+        return self._plan("corpus", own)
 
     @property
     def trajectories(self) -> StagePlan:
@@ -52,9 +56,23 @@ class ExperimentPlan:
         }
         return self._plan("token_shards", own, source, label=variant)
 
+    def mixture(self, variant: str) -> StagePlan:
+        own = {
+            "variant": variant,
+            "mixture": versioned_fields(self.experiment.mixture),
+            "sequences": self.training_sequences,
+        }
+        return self._plan("mixture", own, self.token_shards(variant), label=variant)
+
+    @property
+    def training_sequences(self) -> int:
+        """Sequences one pretraining run reads: whole steps of the token budget."""
+        training = self.experiment.training
+        return training.token_budget // training.batch_tokens * (training.batch_tokens // training.seq_len)
+
     def checkpoint(self, variant: str) -> StagePlan:
         own = {"variant": variant, "training": versioned_fields(self.experiment.training)}
-        return self._plan("checkpoint", own, self.token_shards(variant), label=variant)
+        return self._plan("checkpoint", own, self.mixture(variant), label=variant)
 
     def benchmarks(self, variant: str) -> StagePlan:
         own = {"variant": variant, "evaluation": versioned_fields(self.experiment.evaluation)}

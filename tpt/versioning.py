@@ -12,11 +12,12 @@ from pydantic import BaseModel
 
 # Bumped by hand when a stage's code changes what it writes for the same config.
 STAGE_CODE_REVISIONS = {
-    "corpus": 1,
+    "corpus": 2,  # 2: decontamination and near-dedup
     "trajectories": 1,
     "augmented": 1,
-    "token_shards": 1,
-    "checkpoint": 1,
+    "token_shards": 2,  # 2: each source packed on its own
+    "mixture": 1,
+    "checkpoint": 2,  # 2: reads the resolved mixture
     "benchmarks": 1,
 }
 

@@ -9,7 +9,8 @@ from tpt.config import Experiment, LocalFolder
 
 
 def _with(embedded: Experiment, **changes) -> Experiment:
-    raw = embedded.model_dump(mode="json")
+    """The embedded experiment with ``section__field`` changes, on its natural mixture (sources get replaced)."""
+    raw = embedded.model_dump(mode="json") | {"mixture": {}}
     for path, value in changes.items():
         section, field = path.split("__")
         raw[section][field] = value

@@ -14,8 +14,10 @@ STAGES = {
     "augmented_documents": {"corpus", "thinking_trajectories"},
     "token_shards_vanilla": {"corpus"},
     "token_shards_tpt": {"augmented_documents"},
-    "checkpoint_vanilla": {"token_shards_vanilla"},
-    "checkpoint_tpt": {"token_shards_tpt"},
+    "data_mixture_vanilla": {"token_shards_vanilla"},
+    "data_mixture_tpt": {"token_shards_tpt"},
+    "checkpoint_vanilla": {"data_mixture_vanilla"},
+    "checkpoint_tpt": {"data_mixture_tpt"},
     "benchmark_scores_vanilla": {"checkpoint_vanilla"},
     "benchmark_scores_tpt": {"checkpoint_tpt"},
     "report": {"benchmark_scores_vanilla", "benchmark_scores_tpt", "checkpoint_vanilla", "checkpoint_tpt"},
@@ -58,6 +60,7 @@ def test_sensor_exists_for_experiments_with_local_corpus_folders(monkeypatch, tm
     raw = embedded.model_dump(mode="json")
     raw["name"] = "local_corpus"
     raw["corpus"]["sources"] = [{"kind": "local", "name": "mine", "path": str(tmp_path)}]
+    raw["mixture"] = {"sources": [{"name": "mine", "weight": 1.0}]}
     path = tmp_path / "local.yaml"
     path.write_text(yaml.safe_dump(raw))
     monkeypatch.setenv("TPT_EXPERIMENTS", str(path))

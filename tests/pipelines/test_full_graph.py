@@ -86,6 +86,8 @@ def test_every_asset_and_check_succeeds(run):
     assert per_asset.pop("corpus") == [None, None]  # the corpus job, then the graph run found it finished
     assert set(per_asset) == {
         "thinking_model",
+        "data_mixture_vanilla",
+        "data_mixture_tpt",
         "checkpoint_vanilla",
         "checkpoint_tpt",
         "benchmark_scores_vanilla",
@@ -166,14 +168,34 @@ def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
     behind = catalog.lineage("micro", "benchmarks", plan.benchmarks("tpt").version)
     assert [(r["stage"], r["version"], r["depth"]) for r in behind] == [
         ("checkpoint", plan.checkpoint("tpt").version, 1),
-        ("token_shards", plan.token_shards("tpt").version, 2),
-        ("augmented", plan.augmented.version, 3),
-        ("corpus", plan.corpus.version, 4),
-        ("trajectories", plan.trajectories.version, 4),
+        ("mixture", plan.mixture("tpt").version, 2),
+        ("token_shards", plan.token_shards("tpt").version, 3),
+        ("augmented", plan.augmented.version, 4),
         ("corpus", plan.corpus.version, 5),
+        ("trajectories", plan.trajectories.version, 5),
+        ("corpus", plan.corpus.version, 6),
     ]
     report = _metadata(first, "report")
     assert "gsm8k" in report["scores"] and "data:image/png;base64," in report["loss_curves"]
+
+
+def test_tokens_seen_per_source_is_a_catalog_query_that_follows_the_mixture(run):
+    experiment, root, first, _ = run
+    catalog = Catalog(root / "catalog.duckdb")
+    plan = ExperimentPlan(experiment, root / "artifacts")
+    for variant in experiment.variants:
+        seen = catalog.tokens_seen("micro", plan.checkpoint(variant).version)
+        assert [r["source"] for r in seen] == ["openwebtext", "wikipedia"]
+        half = plan.training_sequences // 2  # weights 0.5 / 0.5
+        assert [r["sequences"] for r in seen] == [half, half]
+        packed = catalog.query(
+            "SELECT source, sum(real_tokens) AS n FROM token_sources WHERE tokens_version = ? GROUP BY source",
+            [plan.token_shards(variant).version],
+        )
+        assert {r["source"] for r in packed} == {"openwebtext", "wikipedia"}
+        assert all(0 < r["real_tokens"] <= half * experiment.training.seq_len for r in seen)
+        report = _metadata(first, "report")["real_tokens_seen_by_source"]
+        assert report[variant] == {r["source"]: r["real_tokens"] for r in seen}
 
 
 def test_second_run_recomputes_nothing(run):

@@ -20,7 +20,9 @@ def _experiment(embedded: Experiment, folder) -> Experiment:
         "sources": [{"kind": "local", "name": "inbox", "path": str(folder)}],
         "min_chars": 20,
         "documents_per_shard": 2,
+        "near_dedup": None,  # the test documents differ by a number only: near-duplicates by design
     }
+    raw["mixture"] = {}  # natural proportions of the one source
     return Experiment.model_validate(raw)
 
 

@@ -1,4 +1,4 @@
-"""Clean, filter, exactly dedup and shard the corpus (datatrove-style small steps over a document stream).
+"""Clean, filter, dedup, decontaminate and shard the corpus (datatrove-style small steps over a document stream).
 
 A document's id is the hash of its normalised text, so the same text always gets the same id, whichever source or
 run it came from; that id is what trajectories, token shards and the catalog join on.
@@ -17,11 +17,15 @@ import pyarrow.parquet as pq
 
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import CorpusConfig, LocalFolder
+from tpt.corpus.decontaminate import NgramIndex
+from tpt.corpus.near_dedup import NearDuplicates
 from tpt.corpus.sources import iter_texts, local_files
 from tpt.errors import InputError
 from tpt.skips import Skips
 
 MANIFEST = "_manifest.json"
+CONTAMINATION = "_contamination.parquet"  # every dropped document: which benchmark item, which n-gram
+MINHASH = "_minhash.parquet"  # signatures of kept documents, for near-dedup of later appends
 
 
 class EmptyCorpusError(InputError, ValueError):
@@ -29,6 +33,10 @@ class EmptyCorpusError(InputError, ValueError):
 
 
 SHARD_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string())])
+CONTAMINATION_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("source", pa.string()), ("benchmark", pa.string()), ("item", pa.int64())]
+    + [("ngram", pa.string())]
+)
 
 
 def normalize(text: str) -> str:
@@ -39,6 +47,30 @@ def normalize(text: str) -> str:
 
 def document_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class DocumentChecks:
+    """The checks after exact dedup, in order: benchmark contamination, then near duplicates."""
+
+    def __init__(self, contamination: NgramIndex | None, near: NearDuplicates | None):
+        self.contamination, self.near = contamination, near
+        self.checked = 0
+        self.records: list[dict] = []
+
+    def reject(self, doc_id: str, source: str, text: str) -> tuple[str, str] | None:
+        """(skip reason, detail) for a document to drop, None to keep it."""
+        self.checked += 1
+        match = self.contamination.find(text) if self.contamination else None
+        if match is not None:
+            self.records.append(
+                {"doc_id": doc_id, "source": source, "benchmark": match.benchmark, "item": match.item}
+                | {"ngram": match.ngram}
+            )
+            return "contaminated", f"{match.benchmark} item {match.item}: '{match.ngram}'"
+        original = self.near.duplicate_of(doc_id, text) if self.near else None
+        if original is not None:
+            return "near_duplicate", f"{doc_id} ~ {original}"
+        return None
 
 
 @dataclass
@@ -54,6 +86,7 @@ def clean_documents(
     seen: set[str],
     files: dict[str, list[Path]],
     only: set[str] | None = None,
+    checks: DocumentChecks | None = None,
 ) -> Iterator[tuple[str, str, str]]:
     """(doc_id, source, text) for every document that survives filters and dedup against ``seen``, reading the
     given ``files`` of local sources, and only the sources in ``only`` when given (an append)."""
@@ -80,6 +113,10 @@ def clean_documents(
             if doc_id in seen:
                 report.skips.add("duplicate", doc_id)
                 continue
+            rejected = checks.reject(doc_id, source.name, text) if checks else None
+            if rejected is not None:
+                report.skips.add(*rejected)
+                continue
             seen.add(doc_id)
             report.accepted += 1
             yield doc_id, source.name, text
@@ -93,6 +130,7 @@ class CorpusManifest:
     shards: list[dict]
     sources: dict[str, dict]
     inputs: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # local source -> file -> [size, mtime]
+    contamination: dict = field(default_factory=dict)  # documents checked and dropped, per benchmark
 
     @property
     def n_documents(self) -> int:
@@ -110,7 +148,9 @@ def load_manifest(out_dir: Path, version: str) -> CorpusManifest | None:
     data = read_json(path)
     if data.get("version") != version:
         return None
-    return CorpusManifest(data["version"], data["shards"], data["sources"], data.get("inputs", {}))
+    return CorpusManifest(
+        data["version"], data["shards"], data["sources"], data.get("inputs", {}), data.get("contamination", {})
+    )
 
 
 def _stamp(path: Path) -> list[int]:
@@ -126,11 +166,14 @@ def _local_files_to_read(config: CorpusConfig, consumed: dict[str, dict[str, lis
     }
 
 
-def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[CorpusManifest, bool]:
+def build_corpus(
+    config: CorpusConfig, out_dir: Path, version: str, *, test_data_folder: str | None = None
+) -> tuple[CorpusManifest, bool]:
     """Write shard-NNNNN.parquet files and the manifest; returns (manifest, reused).
 
     The corpus is append-only: files that appear later in a local source folder become new shards (deduplicated
     against everything before), and the shards already written, with all work done on them, stay as they are.
+    Test sets for decontamination come from ``test_data_folder`` (as the evaluation reads them) or the packages.
     """
     existing = load_manifest(out_dir, version)
     to_read = _local_files_to_read(config, existing.inputs if existing else {})
@@ -145,6 +188,7 @@ def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[Cor
     reports = [_report_from(name, data) for name, data in existing.sources.items()] if existing else []
     seen = {i for s in shards for i in read_shard(out_dir, s["name"])["doc_id"].to_pylist()}
     buffer: list[tuple[str, str, str]] = []
+    checks = _document_checks(config, out_dir, test_data_folder)
 
     def flush() -> None:
         name = f"shard-{len(shards):05d}"
@@ -154,7 +198,7 @@ def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[Cor
         shards.append({"name": name, "documents": len(buffer), "chars": sum(len(t) for _, _, t in buffer)})
         buffer.clear()
 
-    for row in clean_documents(config, reports, seen, to_read, only):
+    for row in clean_documents(config, reports, seen, to_read, only, checks):
         buffer.append(row)
         if len(buffer) >= config.documents_per_shard:
             flush()
@@ -164,9 +208,50 @@ def build_corpus(config: CorpusConfig, out_dir: Path, version: str) -> tuple[Cor
     if not shards:
         raise EmptyCorpusError(f"corpus is empty after filtering: {sources}")
     inputs = {s.name: {str(p): _stamp(p) for p in local_files(s)} for s in config.sources if isinstance(s, LocalFolder)}
-    manifest = CorpusManifest(version, shards, sources, inputs)
-    write_json(out_dir / MANIFEST, {"version": version, "shards": shards, "sources": sources, "inputs": inputs})
+    contamination = _record_checks(config, out_dir, checks, existing.contamination if existing else {})
+    manifest = CorpusManifest(version, shards, sources, inputs, contamination)
+    write_json(
+        out_dir / MANIFEST,
+        {"version": version, "shards": shards, "sources": sources, "inputs": inputs, "contamination": contamination},
+    )
     return manifest, False
+
+
+def _document_checks(config: CorpusConfig, out_dir: Path, test_data_folder: str | None) -> DocumentChecks:
+    decon = config.decontamination
+    index = NgramIndex.from_test_sets(decon.benchmarks, decon.ngram, test_data_folder) if decon else None
+    near = NearDuplicates.load(config.near_dedup, out_dir / MINHASH) if config.near_dedup else None
+    return DocumentChecks(index, near)
+
+
+def _record_checks(config: CorpusConfig, out_dir: Path, checks: DocumentChecks, before: dict) -> dict:
+    """Save near-dedup signatures and contamination records; totals over every build of this corpus."""
+    if checks.near is not None:
+        checks.near.save(out_dir / MINHASH)
+    if checks.contamination is None:
+        return {}
+    path = out_dir / CONTAMINATION
+    records = pa.Table.from_pylist(checks.records, schema=CONTAMINATION_SCHEMA)
+    if path.exists():
+        records = pa.concat_tables([pq.read_table(path), records])
+    write_parquet(path, records)
+    by_benchmark = dict.fromkeys(checks.contamination.items, 0) | before.get("by_benchmark", {})
+    for record in checks.records:
+        by_benchmark[record["benchmark"]] += 1
+    return {
+        "checked": before.get("checked", 0) + checks.checked,
+        "dropped": sum(by_benchmark.values()),
+        "by_benchmark": by_benchmark,
+        "ngram": checks.contamination.n,
+        "test_items": checks.contamination.items,
+        "test_items_too_short": checks.contamination.too_short,
+        "max_contaminated_fraction": config.decontamination.max_contaminated_fraction,
+    }
+
+
+def read_contamination(out_dir: Path) -> pa.Table:
+    path = out_dir / CONTAMINATION
+    return pq.read_table(path) if path.exists() else CONTAMINATION_SCHEMA.empty_table()
 
 
 def _report_from(name: str, data: dict) -> SourceReport:

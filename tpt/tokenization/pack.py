@@ -1,9 +1,11 @@
 """Packing documents into fixed-length training sequences: one raw token file plus a JSON index per shard.
 
-A shard is the documents joined as ``doc EOS doc EOS ...``, cut every ``seq_len`` tokens; only the last sequence
-can be partial, and it is padded and its real length recorded so the loss can ignore the padding. The token file
-is a bare C-order array (no header) so it can be memory-mapped from anywhere (numpy, torch, other languages) with
-just the index: ``np.memmap(path, dtype, mode="r", shape=(n_sequences, seq_len))``.
+Inside a shard each source (web, wiki, math, ...) is packed on its own: its documents joined as
+``doc EOS doc EOS ...`` and cut every ``seq_len`` tokens, so every sequence belongs to exactly one source and a
+mixture can weight sources by choosing sequences. Only each source's last sequence can be partial; it is padded
+and its real length recorded so the loss can ignore the padding. The token file is a bare C-order array (no
+header) that can be memory-mapped from anywhere with just the index:
+``np.memmap(path, dtype, mode="r", shape=(n_sequences, seq_len))``.
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tpt.atomic import write_atomic, write_json
+from tpt.errors import InputError
 from tpt.tokenization.tokenizer import encode_documents, load_tokenizer, special_ids
 
-INDEX_FORMAT = "tpt-packed-tokens/1"
+INDEX_FORMAT = "tpt-packed-tokens/2"  # 2: per-source sequence ranges
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class ShardStats:
     n_real_tokens: int
     n_padding_tokens: int
     packing_efficiency: float
-    last_sequence_tokens: int
+    sources: list[dict[str, Any]]  # name, first_sequence, n_sequences, n_documents, n_real_tokens, last_sequence_tokens
     eos_id: int
     pad_id: int
     bos_id: int | None
@@ -67,15 +70,26 @@ def index_path_for(path: str | Path) -> Path:
     return path.with_suffix(".json")
 
 
+class PackError(InputError, ValueError):
+    """Documents that cannot be packed; the message is one line."""
+
+
 def tokenize_and_pack(
-    texts: Iterable[str], tokenizer_dir: str | Path, seq_len: int, out_path: str | Path, *, batch_size: int = 512
+    texts: Iterable[str],
+    tokenizer_dir: str | Path,
+    seq_len: int,
+    out_path: str | Path,
+    *,
+    sources: Iterable[str] | None = None,
+    batch_size: int = 512,
 ) -> ShardStats:
-    """Tokenize ``texts`` (batch encoding), pack them into ``out_path`` (.bin) and write its index (.json).
+    """Tokenize ``texts`` (batch encoding), pack each source's documents into ``out_path`` (.bin) and write its
+    index (.json). ``sources`` names each text's source (one source "all" when not given).
 
     The token file is renamed into place before the index, so an index on disk always describes a whole file.
     """
     if seq_len < 2:
-        raise ValueError(f"seq_len must be at least 2 (one input and one target token), got {seq_len}")
+        raise PackError(f"seq_len must be at least 2 (one input and one target token), got {seq_len}")
     out_path = Path(out_path)
     index_path = index_path_for(out_path)
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -83,45 +97,57 @@ def tokenize_and_pack(
     dtype = token_dtype(ids.vocab_size)
     start = time.monotonic()
 
-    chunks: list[np.ndarray] = []
-    n_documents = n_empty = 0
-    for batch in _batches(texts, batch_size):
-        kept = []
-        for text in batch:
-            if not isinstance(text, str):
-                raise ValueError(f"document {n_documents + n_empty} is a {type(text).__name__}, expected str")
-            if text:
-                kept.append(text)
-                n_documents += 1
-            else:
-                n_empty += 1
-        if kept:
-            docs = encode_documents(tokenizer, kept, ids.eos_id)
-            chunks.append(np.fromiter(chain.from_iterable(docs), dtype=dtype, count=sum(map(len, docs))))
-    if n_documents == 0:
-        raise ValueError(f"no documents to pack into {out_path.name} ({n_empty} empty strings skipped)")
+    streams: dict[str, list[np.ndarray]] = {}
+    documents: dict[str, int] = {}
+    n_empty = 0
+    for batch in _batches(texts, sources, batch_size):
+        kept = [(source, text) for source, text in batch if text]
+        n_empty += len(batch) - len(kept)
+        if not kept:
+            continue
+        for (source, _), tokens in zip(
+            kept, encode_documents(tokenizer, [t for _, t in kept], ids.eos_id), strict=True
+        ):
+            streams.setdefault(source, []).append(tokens)
+            documents[source] = documents.get(source, 0) + 1
+    if not streams:
+        raise PackError(f"no documents to pack into {out_path.name} ({n_empty} empty strings skipped)")
 
-    stream = np.concatenate(chunks)
-    n_real = int(stream.size)
-    n_sequences = math.ceil(n_real / seq_len)
-    tokens = np.full(n_sequences * seq_len, ids.pad_id, dtype=dtype)
-    tokens[:n_real] = stream
+    blocks, ranges, first = [], [], 0
+    for source in sorted(streams):
+        stream = np.concatenate(streams[source]).astype(dtype, copy=False)
+        n_sequences = math.ceil(stream.size / seq_len)
+        block = np.full(n_sequences * seq_len, ids.pad_id, dtype=dtype)
+        block[: stream.size] = stream
+        blocks.append(block)
+        ranges.append(
+            {
+                "name": source,
+                "first_sequence": first,
+                "n_sequences": n_sequences,
+                "n_documents": documents[source],
+                "n_real_tokens": int(stream.size),
+                "last_sequence_tokens": int(stream.size - (n_sequences - 1) * seq_len),
+            }
+        )
+        first += n_sequences
+    tokens = np.concatenate(blocks)
     sha256 = hashlib.sha256(tokens.tobytes()).hexdigest()
     write_atomic(out_path, lambda tmp: tokens.tofile(tmp))
 
-    n_padding = n_sequences * seq_len - n_real
+    n_real = sum(r["n_real_tokens"] for r in ranges)
     index = {
         "format": INDEX_FORMAT,
         "tokens_file": out_path.name,
-        "n_sequences": n_sequences,
+        "n_sequences": first,
         "seq_len": seq_len,
         "dtype": dtype.name,
-        "n_documents": n_documents,
+        "n_documents": sum(documents.values()),
         "n_empty_documents": n_empty,
         "n_real_tokens": n_real,
-        "n_padding_tokens": n_padding,
-        "packing_efficiency": n_real / (n_sequences * seq_len),
-        "last_sequence_tokens": n_real - (n_sequences - 1) * seq_len,
+        "n_padding_tokens": int(tokens.size - n_real),
+        "packing_efficiency": n_real / tokens.size,
+        "sources": ranges,
         "eos_id": ids.eos_id,
         "pad_id": ids.pad_id,
         "bos_id": ids.bos_id,
@@ -137,9 +163,14 @@ def tokenize_and_pack(
     )
 
 
-def _batches(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+def _batches(texts: Iterable[str], sources: Iterable[str] | None, size: int) -> Iterator[list[tuple[str, str]]]:
     if isinstance(texts, str):
-        raise ValueError("texts must be an iterable of documents, got a single str")
-    it = iter(texts)
-    while batch := list(islice(it, size)):
+        raise PackError("texts must be an iterable of documents, got a single str")
+    labelled = zip(sources, texts, strict=True) if sources is not None else (("all", t) for t in texts)
+    position = 0
+    while batch := list(islice(labelled, size)):
+        for offset, (_, text) in enumerate(batch):
+            if not isinstance(text, str):
+                raise PackError(f"document {position + offset} is a {type(text).__name__}, expected str")
+        position += len(batch)
         yield batch

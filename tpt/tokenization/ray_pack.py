@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tpt.atomic import read_json
+from tpt.errors import InputError
 from tpt.progress import Progress
 from tpt.tokenization.pack import index_path_for, tokenize_and_pack
 
@@ -20,8 +22,11 @@ class PackJob:
 
 
 def pack_parquet(job: PackJob, tokenizer_dir: str, seq_len: int) -> dict:
-    texts = pq.read_table(job.source_parquet, columns=["text"])["text"].to_pylist()
-    return tokenize_and_pack(texts, tokenizer_dir, seq_len, job.out_path).as_metadata()
+    # Ray reserved one CPU for this task; a tokenizer thread pool per task would oversubscribe the node.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    table = pq.read_table(job.source_parquet, columns=["source", "text"])
+    texts, sources = table["text"].to_pylist(), table["source"].to_pylist()
+    return tokenize_and_pack(texts, tokenizer_dir, seq_len, job.out_path, sources=sources).as_metadata()
 
 
 def pack_on_ray(
@@ -45,7 +50,12 @@ def pack_on_ray(
         waiting = list(refs)
         while waiting:
             ready, waiting = ray.wait(waiting, num_returns=1)
-            stats = ray.get(ready[0])
+            try:
+                stats = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # bad input keeps its one-line message; packed shards stay
+                if isinstance(exc.cause, InputError):
+                    raise exc.cause from None
+                raise
             results[refs[ready[0]]] = stats
             progress.advance(1, amount=stats["n_real_tokens"])
     return [results[i] for i in range(len(jobs))], len(pending)

@@ -79,9 +79,26 @@ class PackedShards:
         return shard, i - self.starts[shard]
 
     def real_length(self, i: int) -> int:
+        """``seq_len``, except for the padded last sequence of each source in each shard."""
         shard, row = self.locate(i)
-        index = self.indexes[shard]
-        return index["last_sequence_tokens"] if row == index["n_sequences"] - 1 else self.seq_len
+        for span in self.indexes[shard]["sources"]:
+            last = span["first_sequence"] + span["n_sequences"] - 1
+            if span["first_sequence"] <= row <= last:
+                return span["last_sequence_tokens"] if row == last else self.seq_len
+        raise ShardError(f"{self.paths[shard].name}: sequence {row} lies in no source range of its index")
+
+    def sequences_by_source(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per source: the global ids of its sequences and their real lengths (what a mixture chooses from)."""
+        ids: dict[str, list[np.ndarray]] = {}
+        lengths: dict[str, list[np.ndarray]] = {}
+        for shard, index in enumerate(self.indexes):
+            for span in index["sources"]:
+                first = self.starts[shard] + span["first_sequence"]
+                ids.setdefault(span["name"], []).append(np.arange(first, first + span["n_sequences"], dtype=np.int64))
+                real = np.full(span["n_sequences"], self.seq_len, dtype=np.int64)
+                real[-1] = span["last_sequence_tokens"]
+                lengths.setdefault(span["name"], []).append(real)
+        return {name: (np.concatenate(ids[name]), np.concatenate(lengths[name])) for name in sorted(ids)}
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         shard, row = self.locate(i)

@@ -8,6 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tpt.errors import InputError
 
 
@@ -62,25 +64,23 @@ def special_ids(tokenizer: Any) -> SpecialIds:
     )
 
 
-def encode_documents(tokenizer: Any, texts: Sequence[str], eos_id: int) -> list[list[int]]:
-    """Token ids of each document followed by EOS.
+def encode_documents(tokenizer: Any, texts: Sequence[str], eos_id: int) -> list[np.ndarray]:
+    """Token ids of each document followed by EOS, straight from the Rust tokenizer (no Python lists per token).
 
     Special tokens are added the way the tokenizer does by default (a Llama-3 tokenizer prepends BOS, SmolLM2's
     adds nothing), so the model sees documents as it will see prompts at evaluation time. Special-token *text*
     inside a document (a literal "<|endoftext|>") is split into ordinary tokens: only the packer writes EOS.
     """
-    encoded = tokenizer(
-        list(texts),
-        add_special_tokens=True,
-        split_special_tokens=True,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,
-    )["input_ids"]
-    out: list[list[int]] = []
-    for ids in encoded:
-        ids = list(ids)
+    backend = tokenizer.backend_tokenizer
+    before, backend.encode_special_tokens = backend.encode_special_tokens, True
+    try:
+        encodings = backend.encode_batch_fast(list(texts), add_special_tokens=True)
+    finally:
+        backend.encode_special_tokens = before
+    out: list[np.ndarray] = []
+    for encoding in encodings:
+        ids = encoding.ids
         if not ids or ids[-1] != eos_id:  # some tokenizers append EOS themselves; never write two
             ids.append(eos_id)
-        out.append(ids)
+        out.append(np.array(ids, dtype=np.uint32))
     return out

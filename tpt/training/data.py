@@ -13,14 +13,33 @@ from typing import Protocol
 
 import numpy as np
 
+from tpt.versioning import content_hash
+
+
+class SequenceOrder(Protocol):
+    """Which sequence the loop reads at each position (``DataOrder`` or a resolved mixture)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def indices(self, start: int, count: int) -> list[int]: ...
+
+    def epochs(self, positions: int) -> float: ...
+
 
 class DataOrder:
+    """Every sequence once per epoch, in a seeded order per epoch."""
+
     def __init__(self, n_sequences: int, seed: int):
         if n_sequences <= 0:
             raise ValueError("no training sequences: the packed shards are empty")
         self.n, self.seed = n_sequences, seed
         self._epoch = -1
         self._perm = np.empty(0, dtype=np.int64)
+
+    @property
+    def fingerprint(self) -> str:
+        return content_hash("epochs", self.n, self.seed)
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:

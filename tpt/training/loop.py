@@ -40,7 +40,7 @@ from tpt.training.checkpoint import (
     save_checkpoint,
     training_fingerprint,
 )
-from tpt.training.data import DataOrder, TokenSequences
+from tpt.training.data import DataOrder, SequenceOrder, TokenSequences
 from tpt.training.export import export_hf
 from tpt.training.model import (
     SpecialTokens,
@@ -52,6 +52,7 @@ from tpt.training.model import (
     param_count,
 )
 from tpt.training.optim import make_optimizer, make_scheduler
+from tpt.versioning import content_hash
 
 IGNORE = -100
 StepCallback = Callable[[int, float, float, int, float], None]
@@ -61,7 +62,7 @@ StepCallback = Callable[[int, float, float, int, float], None]
 class TrainResult:
     steps: int
     tokens_seen: int
-    epochs: int
+    epochs: float
     data_passes: float
     losses: list[float]
     final_loss: float
@@ -88,6 +89,7 @@ def train(
     out_dir: str | Path,
     *,
     tokenizer_dir: str | Path,
+    order: SequenceOrder | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = print,
     on_step: StepCallback | None = None,
@@ -95,7 +97,8 @@ def train(
     keep_checkpoints: int = 2,
     log_interval_s: float = 10.0,
 ) -> TrainResult:
-    """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens.
+    """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens, reading sequences in
+    ``order`` (a resolved mixture; by default every sequence once per epoch).
 
     ``on_step(step, loss, lr, tokens_seen, tokens_per_s)`` runs after each step (and after that step's checkpoint,
     so raising from it stops a run that can resume). Writes ``out_dir/checkpoints/``, ``out_dir/final/`` (HF
@@ -110,7 +113,12 @@ def train(
         raise ValueError(f"tokenizer {tokenizer_dir} has {ids.vocab_size} tokens, the shards {shards.vocab_size}")
     total_steps = config.token_budget // config.batch_tokens
     per_step = config.batch_tokens // config.seq_len
-    fingerprint, data_fingerprint = training_fingerprint(config), shards.fingerprint
+    order = order or DataOrder(len(shards), config.seed)
+    try:
+        order.indices(total_steps * per_step - 1, 1)
+    except IndexError as exc:
+        raise ValueError(f"the data order does not cover {total_steps} steps: {exc}") from None
+    fingerprint, data_fingerprint = training_fingerprint(config), content_hash(shards.fingerprint, order.fingerprint)
 
     # Everything that can refuse the run does so before any tensor is allocated.
     ckpt_root = out_dir / "checkpoints"
@@ -123,11 +131,10 @@ def train(
         config.model, vocab, config.seq_len, config.micro_batch_size, activation_bytes=2 if cuda else 4
     )
     check_fits(estimate, device, memory_limit_bytes)
-    order = DataOrder(len(shards), config.seed)
     log(
         f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{estimate.total / 2**30:.2f} GiB; "
         f"{total_steps} steps x {per_step} sequences of {config.seq_len}, "
-        f"{order.epochs(total_steps * per_step)} epoch(s) of {len(shards)} sequences on {device}"
+        f"{order.epochs(total_steps * per_step):.2f} epoch(s) over {len(shards)} sequences on {device}"
     )
 
     with _deterministic(device):

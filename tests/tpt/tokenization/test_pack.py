@@ -63,7 +63,9 @@ def test_packing_arithmetic_and_index(tmp_path, tokenizer_dir):
     assert stats.n_sequences == math.ceil(total / seq_len)
     assert stats.n_real_tokens + stats.n_padding_tokens == stats.n_sequences * seq_len
     assert stats.packing_efficiency == pytest.approx(total / (stats.n_sequences * seq_len))
-    assert stats.last_sequence_tokens == total - (stats.n_sequences - 1) * seq_len
+    [span] = stats.sources
+    assert span["name"] == "all" and span["n_documents"] == 5
+    assert span["last_sequence_tokens"] == total - (stats.n_sequences - 1) * seq_len
 
     index = json.loads((tmp_path / "s.json").read_text())
     for key in (
@@ -87,6 +89,25 @@ def test_packing_arithmetic_and_index(tmp_path, tokenizer_dir):
     assert stats.vocab_size == 49152 and stats.dtype == "uint16"
 
 
+def test_each_source_is_packed_on_its_own_and_decodes_back(tmp_path, tokenizer_dir):
+    texts = [t for t in TEXTS if t]
+    sources = ["web", "math", "web", "code", "web"]
+    stats = tokenize_and_pack(texts, tokenizer_dir, 8, tmp_path / "s.bin", sources=sources)
+    reader = PackedShards([stats.path])
+    tokenizer = load_tokenizer(tokenizer_dir)
+    by_source = reader.sequences_by_source()
+    assert [s["name"] for s in stats.sources] == sorted(by_source) == ["code", "math", "web"]
+    assert sum(ids.size for ids, _ in by_source.values()) == len(reader)
+    for span in stats.sources:
+        ids, lengths = by_source[span["name"]]
+        assert ids.tolist() == list(range(span["first_sequence"], span["first_sequence"] + span["n_sequences"]))
+        assert int(lengths.sum()) == span["n_real_tokens"]
+        stream = [int(t) for i in ids for t in reader[int(i)][0][: reader[int(i)][1]]]
+        decoded = [tokenizer.decode(d, clean_up_tokenization_spaces=False) for d in _split_at(stream, stats.eos_id)]
+        assert decoded == [t for t, s in zip(texts, sources, strict=True) if s == span["name"]]
+    assert stats.n_padding_tokens == sum(8 - s["last_sequence_tokens"] for s in stats.sources)
+
+
 def test_dtype_follows_vocab_size():
     assert token_dtype(50_000) == np.uint16
     assert token_dtype(65_536) == np.uint16
@@ -107,13 +128,13 @@ def test_reader_spans_two_shards_lazily(tmp_path, tokenizer_dir):
     b_rows = np.fromfile(b.path, dtype=np.uint16).reshape(-1, 8)
     first_b = a.n_sequences
     assert np.array_equal(reader[first_b][0], b_rows[0])
-    assert reader[first_b - 1][1] == a.last_sequence_tokens
-    assert reader[len(reader) - 1][1] == b.last_sequence_tokens
+    assert reader[first_b - 1][1] == a.sources[0]["last_sequence_tokens"]
+    assert reader[len(reader) - 1][1] == b.sources[0]["last_sequence_tokens"]
     assert reader[0][1] == 8
 
     tokens, lengths = reader.batch([first_b, 0])
     assert tokens.dtype == np.int64 and np.array_equal(tokens[1], a_rows[0])
-    assert lengths.tolist() == [b.last_sequence_tokens if b.n_sequences == 1 else 8, 8]
+    assert lengths.tolist() == [b.sources[0]["last_sequence_tokens"] if b.n_sequences == 1 else 8, 8]
 
     # Nothing was mapped up front: a reader built before a shard vanishes still serves the other shard.
     lazy = PackedShards([a.path, b.path])
