@@ -6,7 +6,7 @@ import dagster as dg
 from assets import keys
 from assets.mixture import all_token_shards
 from assets.stage import finish, png_markdown, stage_asset
-from resources import ArtifactStorage, DuckDBCatalog, Trainer
+from resources import ArtifactStorage, DuckDBCatalog, RayCluster, Trainer
 from tpt.atomic import read_json
 from tpt.config import Experiment
 from tpt.models import resolve_model
@@ -14,6 +14,7 @@ from tpt.plan import ExperimentPlan
 from tpt.plots import line_plot
 from tpt.tokenization.mixture import ResolvedMixture
 from tpt.training import train
+from tpt.training.ray_launch import train_on_ray
 
 RESULT_FILE = "train_result.json"
 
@@ -41,7 +42,11 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         "token budget; resumes from its last checkpoint; final model in Hugging Face format.",
     )
     def checkpoint(
-        context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, trainer: Trainer
+        context: dg.AssetExecutionContext,
+        storage: ArtifactStorage,
+        catalog: DuckDBCatalog,
+        trainer: Trainer,
+        ray_cluster: RayCluster,
     ):
         started = time.perf_counter()
         plan = storage.plan(experiment)
@@ -52,16 +57,31 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             mixture_dir = plan.mixture(variant).path
             if not ResolvedMixture.exists(mixture_dir):
                 raise dg.Failure(f"no resolved mixture in {mixture_dir}; materialize {keys.MIXTURE}_{variant} first")
-            train(
-                experiment.training,
-                all_token_shards(plan, variant),
-                stage.path,
-                tokenizer_dir=resolve_model(experiment.tokenizer, weights=False),
-                order=ResolvedMixture.load(mixture_dir),
-                device=trainer.resolved_device(),
-                log=context.log.info,
-                memory_limit_bytes=trainer.memory_limit_bytes,
-            )
+            shards, tokenizer_dir = all_token_shards(plan, variant), resolve_model(experiment.tokenizer, weights=False)
+            if trainer.launcher == "ray":
+                ray_cluster.ensure()
+                train_on_ray(
+                    experiment.training,
+                    shards.paths,
+                    stage.path,
+                    tokenizer_dir=tokenizer_dir,
+                    mixture_dir=mixture_dir,
+                    workers=trainer.workers,
+                    threads_per_worker=trainer.threads_per_worker,
+                    device=trainer.resolved_device(),
+                    log=context.log.info,
+                )
+            else:
+                train(
+                    experiment.training,
+                    shards,
+                    stage.path,
+                    tokenizer_dir=tokenizer_dir,
+                    order=ResolvedMixture.load(mixture_dir),
+                    device=trainer.resolved_device(),
+                    log=context.log.info,
+                    memory_limit_bytes=trainer.memory_limit_bytes,
+                )
         result = read_json(result_path)
         curve = read_loss_curve(result["loss_curve"])
         cat = catalog.open()

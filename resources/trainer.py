@@ -8,9 +8,13 @@ from tpt.devices import resolve_device
 
 class Trainer(dg.ConfigurableResource):
     """Where pretraining runs. The embedded default trains in the Dagster process on the CPU; the same loop
-    runs on a GPU with ``device: cuda`` (bf16 autocast)."""
+    runs on a GPU with ``device: cuda`` (bf16 autocast), or data-parallel on the Ray cluster with
+    ``launcher: ray`` (Ray Train ``TorchTrainer``, one worker per GPU or per ``threads_per_worker`` CPUs)."""
 
     device: Literal["cpu", "cuda", "auto"] = "auto"
+    launcher: Literal["local", "ray"] = "local"
+    workers: int = Field(2, gt=0, description="Ray Train workers (launcher: ray)")
+    threads_per_worker: int = Field(1, gt=0, description="CPUs and torch threads per Ray Train worker")
     memory_limit_gib: float | None = Field(None, gt=0, description="refuse configs estimated above this")
 
     def resolved_device(self) -> str:

@@ -59,6 +59,20 @@ StepCallback = Callable[[int, float, float, int, float], None]
 
 
 @dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel run whose ``torch.distributed`` group is already up (Ray Train
+    starts it). Each rank takes every ``world_size``-th sequence of a step; gradients and losses are summed over
+    ranks, so the step equals the single-process step on the same global batch up to float summation order."""
+
+    rank: int
+    world_size: int
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
 class TrainResult:
     steps: int
     tokens_seen: int
@@ -90,15 +104,17 @@ def train(
     *,
     tokenizer_dir: str | Path,
     order: SequenceOrder | None = None,
+    parallel: DataParallel | None = None,
     device: str = "cpu",
     log: Callable[[str], None] = print,
     on_step: StepCallback | None = None,
     memory_limit_bytes: int | None = None,
     keep_checkpoints: int = 2,
     log_interval_s: float = 10.0,
-) -> TrainResult:
+) -> TrainResult | None:
     """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens, reading sequences in
-    ``order`` (a resolved mixture; by default every sequence once per epoch).
+    ``order`` (a resolved mixture; by default every sequence once per epoch). ``parallel``: this process's rank in
+    a data-parallel run; only the chief writes checkpoints and results, and only it returns the result.
 
     ``on_step(step, loss, lr, tokens_seen, tokens_per_s)`` runs after each step (and after that step's checkpoint,
     so raising from it stops a run that can resume). Writes ``out_dir/checkpoints/``, ``out_dir/final/`` (HF
@@ -106,6 +122,9 @@ def train(
     """
     started = time.monotonic()
     out_dir, cuda = Path(out_dir), device.startswith("cuda")
+    chief = parallel is None or parallel.is_chief
+    if not chief:
+        log = _silent
     if shards.seq_len != config.seq_len:
         raise ValueError(f"token shards are packed at seq_len {shards.seq_len}, the config trains at {config.seq_len}")
     ids = special_ids(load_tokenizer(tokenizer_dir))
@@ -122,7 +141,12 @@ def train(
 
     # Everything that can refuse the run does so before any tensor is allocated.
     ckpt_root = out_dir / "checkpoints"
-    remove_partial(ckpt_root)
+    if parallel is not None and config.batch_tokens // config.seq_len % parallel.world_size:
+        raise ValueError(
+            f"{config.batch_tokens // config.seq_len} sequences per step do not split over {parallel.world_size} ranks"
+        )
+    if chief:
+        remove_partial(ckpt_root)
     existing = checkpoint_dirs(ckpt_root)
     meta = read_meta(existing[-1], fingerprint, data_fingerprint) if existing else None
     vocab = shards.vocab_size
@@ -158,15 +182,18 @@ def train(
         loop_start, session_tokens, tokens_per_s = time.monotonic(), 0, float(meta["tokens_per_s"]) if meta else 0.0
 
         for step in range(start_step, total_steps):
-            tokens, lengths = shards.batch(order.indices(step * per_step, per_step))
+            indices = order.indices(step * per_step, per_step)
+            if parallel is not None:
+                indices = indices[parallel.rank :: parallel.world_size]
+            tokens, lengths = shards.batch(indices)
             lr = optimizer.param_groups[0]["lr"]
-            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast)
+            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast, parallel is not None)
             optimizer.step()
             scheduler.step()
             done, session_tokens = step + 1, session_tokens + config.batch_tokens
             tokens_per_s = session_tokens / max(time.monotonic() - loop_start, 1e-9)
             curve.append(dict(step=done, loss=loss, lr=lr, grad_norm=grad_norm, tokens_seen=done * config.batch_tokens))
-            if done % config.checkpoint_every == 0 or done == total_steps:
+            if chief and (done % config.checkpoint_every == 0 or done == total_steps):
                 state = _training_state(model, optimizer, scheduler, cuda, done, done * per_step, curve)
                 meta_out = dict(
                     fingerprint=fingerprint,
@@ -180,6 +207,8 @@ def train(
             if on_step is not None:
                 on_step(done, loss, lr, done * config.batch_tokens, tokens_per_s)
 
+        if not chief:  # the chief (rank 0) writes everything; the other ranks' copies are identical
+            return None
         final_model = export_hf(model, tokenizer_dir, out_dir / "final")
 
     losses = [float(row["loss"]) for row in curve]
@@ -209,11 +238,23 @@ def train(
 
 
 def _train_step(
-    model: torch.nn.Module, tokens: np.ndarray, lengths: np.ndarray, config: TrainingConfig, device: str, autocast: Any
+    model: torch.nn.Module,
+    tokens: np.ndarray,
+    lengths: np.ndarray,
+    config: TrainingConfig,
+    device: str,
+    autocast: Any,
+    distributed: bool = False,
 ) -> tuple[float, float]:
-    """Gradients of the batch loss (the caller takes the optimizer step); returns (loss, grad norm before clipping)."""
+    """Gradients of the batch loss (the caller takes the optimizer step); returns (loss, grad norm before clipping).
+
+    Distributed, ``tokens`` is this rank's share of the batch: the loss is normalised by the targets of the whole
+    batch and gradients and loss are summed over ranks, which is the full batch's gradient and loss."""
     model.zero_grad(set_to_none=True)
-    n_targets = max(int(np.clip(lengths - 1, 0, None).sum()), 1)
+    n_targets = torch.tensor(int(np.clip(lengths - 1, 0, None).sum()), device=device)
+    if distributed:
+        torch.distributed.all_reduce(n_targets)
+    n_targets = max(int(n_targets), 1)
     total = torch.zeros((), device=device)
     for lo in range(0, len(tokens), config.micro_batch_size):
         x = torch.from_numpy(tokens[lo : lo + config.micro_batch_size]).to(device)
@@ -226,8 +267,26 @@ def _train_step(
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
         (loss / n_targets).backward()
         total += loss.detach()
+    if distributed:
+        _sum_over_ranks(model, total)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     return (total / n_targets).item(), float(grad_norm)
+
+
+def _sum_over_ranks(model: torch.nn.Module, total: torch.Tensor) -> None:
+    """One all-reduce of every gradient (flattened into one buffer) and of the loss sum."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [total.reshape(1)])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+    total.copy_(flat[-1])
+
+
+def _silent(line: str) -> None:
+    """Ranks other than the chief do not log: one rank's lines tell the whole run."""
 
 
 @contextlib.contextmanager

@@ -1,0 +1,123 @@
+"""Launching the same training loop data-parallel on a Ray cluster with Ray Train's ``TorchTrainer``.
+
+Every worker builds the same model from the same seed, reads its share of each step's sequences from the shared
+token shards and mixture order, and sums gradients with the others (gloo on CPUs, NCCL on GPUs); rank 0 writes
+checkpoints, the loss curve and the final model exactly as a single-process run does, so a run resumes the same
+way however it was launched. Rank 0's log lines go to ``train.log`` in the output folder, which the launcher
+tails into the caller's log while the run goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tpt.config import TrainingConfig
+from tpt.errors import InputError
+
+LOG_FILE = "train.log"
+
+
+def train_on_ray(
+    config: TrainingConfig,
+    shard_paths: list[Path],
+    out_dir: Path,
+    *,
+    tokenizer_dir: Path,
+    mixture_dir: Path | None,
+    workers: int,
+    threads_per_worker: int = 1,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run ``tpt.training.train`` on ``workers`` Ray Train workers; results land in ``out_dir`` as usual."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir / LOG_FILE
+    log_path.unlink(missing_ok=True)
+    gpu = device.startswith("cuda")
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={
+            "config": config.model_dump(mode="json"),
+            "shards": [str(p) for p in shard_paths],
+            "out_dir": str(out_dir),
+            "tokenizer_dir": str(tokenizer_dir),
+            "mixture_dir": str(mixture_dir) if mixture_dir else None,
+            "threads": threads_per_worker,
+            "device": device,
+        },
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": threads_per_worker}
+        ),
+        run_config=RunConfig(name="train", storage_path=str((out_dir / "ray_train").resolve())),
+    )
+    stop = threading.Event()
+    tail = threading.Thread(target=_tail, args=(log_path, log, stop), daemon=True)
+    tail.start()
+    try:
+        trainer.fit()
+    except Exception as exc:  # a worker's bad input keeps its one-line message
+        cause = _input_error(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+    finally:
+        stop.set()
+        tail.join()
+
+
+def _worker_loop(cfg: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+
+    from tpt.tokenization import PackedShards
+    from tpt.tokenization.mixture import ResolvedMixture
+    from tpt.training.loop import DataParallel, train
+
+    context = ray.train.get_context()
+    torch.set_num_threads(cfg["threads"])
+    parallel = DataParallel(context.get_world_rank(), context.get_world_size())
+    order = ResolvedMixture.load(Path(cfg["mixture_dir"])) if cfg["mixture_dir"] else None
+    with open(Path(cfg["out_dir"]) / LOG_FILE, "a", encoding="utf-8", buffering=1) as fh:
+        train(
+            TrainingConfig.model_validate(cfg["config"]),
+            PackedShards(cfg["shards"]),
+            cfg["out_dir"],
+            tokenizer_dir=cfg["tokenizer_dir"],
+            order=order,
+            parallel=parallel,
+            device=f"cuda:{torch.cuda.current_device()}" if cfg["device"].startswith("cuda") else "cpu",
+            log=lambda line: print(line, file=fh),
+        )
+
+
+def _tail(path: Path, log: Callable[[str], None], stop: threading.Event) -> None:
+    position = 0
+    while True:
+        done = stop.is_set()
+        if path.exists():
+            with open(path, encoding="utf-8") as fh:
+                fh.seek(position)
+                for line in fh:
+                    log(line.rstrip("\n"))
+                position = fh.tell()
+        if done:
+            return
+        time.sleep(0.5)
+
+
+def _input_error(exc: BaseException) -> InputError | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, InputError):
+            return exc
+        seen.add(id(exc))
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
