@@ -14,6 +14,7 @@ from tpt.plan import ExperimentPlan
 from tpt.plots import line_plot
 from tpt.tokenization.mixture import ResolvedMixture
 from tpt.training import train
+from tpt.training.planner import compute_optimal, peak_flops
 from tpt.training.ray_launch import train_on_ray
 
 RESULT_FILE = "train_result.json"
@@ -26,6 +27,16 @@ def checkpoint_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
 def read_loss_curve(path) -> list[dict]:
     with open(path, newline="") as fh:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _mfu(result: dict) -> float | None:
+    """Model FLOPs utilisation against the GPU's peak; None on CPUs, whose peak is not a data-sheet number."""
+    if not result["device"].startswith("cuda"):
+        return None
+    import torch
+
+    peak = peak_flops(torch.cuda.get_device_name(result["device"]))
+    return round(result["flops_per_token"] * result["tokens_per_s"] / peak, 4) if peak else None
 
 
 def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
@@ -117,6 +128,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
                 for r in curve
             ],
         )
+        optimal = compute_optimal(result["flops_per_token"] * result["tokens_seen"])
         figures = {
             "variant": variant,
             "final_model": result["final_model"],
@@ -129,7 +141,12 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             "final_loss": result["final_loss"],
             "tokens_per_s": round(result["tokens_per_s"], 1),
             "device": result["device"],
+            "tokens_per_parameter": round(result["tokens_seen"] / result["n_params"], 2),
+            "compute_optimal_parameters": round(optimal.parameters),
         }
+        mfu = _mfu(result)
+        if mfu is not None:
+            figures["mfu"] = mfu
         plot = line_plot(
             {variant: ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])},
             title=f"{experiment.name} {variant}: training loss",
