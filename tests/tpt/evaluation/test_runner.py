@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tpt.evaluation.runner import EvaluationError, model_arguments, run_benchmarks
@@ -105,6 +105,8 @@ def test_vllm_backend_arguments(tiny_checkpoint: Path, tmp_path: Path) -> None:
 )
 def test_vllm_backend_runs_lm_eval_on_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """lm-eval's own vllm backend, here on the CPU build of vLLM: a real engine generates, lm-eval scores."""
+    import psutil  # a dependency of vLLM
+
     lines: list[str] = []
     run = run_benchmarks(
         tiny_checkpoint,
@@ -124,9 +126,12 @@ def test_vllm_backend_runs_lm_eval_on_cpu(tiny_checkpoint: Path, tmp_path: Path)
         assert [s.doc_id for s in result.samples] == [0, 1]
         assert all(s.prompt and isinstance(s.generation, str) for s in result.samples), name
         assert result.primary_value == sum(s.correct for s in result.samples) / 2
-    assert run.benchmarks["humaneval"].samples[0].detail in {"failed", "passed", "timeout", "crashed", "memory"}
+    reasons = {"passed", "failed", "timeout", "memory", "crashed", "killed", "output_limit"}
+    assert all(s.detail in reasons for s in run.benchmarks["humaneval"].samples)
     # the engine process is stopped when the evaluation ends, not when the interpreter does
-    engines = [
-        p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline() + [p.name()])
-    ]
-    assert engines == []
+    engines = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a child that exits while we look
+            if "EngineCore" in " ".join(child.cmdline()):
+                engines.append(child)
+    assert psutil.wait_procs(engines, timeout=10)[1] == []
