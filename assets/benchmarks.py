@@ -1,8 +1,12 @@
+"""Benchmark scores, one asset per variant partitioned by benchmark: each (variant x benchmark) cell is one lm-eval
+run of that checkpoint on that benchmark, so a new benchmark or a new checkpoint computes only its own cells."""
+
 import time
 
 import dagster as dg
 
 from assets import keys
+from assets.partitions import benchmark_partitions
 from assets.stage import finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator
 from tpt.atomic import read_json
@@ -18,7 +22,6 @@ def benchmark_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
 
 
 def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").benchmarks(variant).code_version
     evaluation = experiment.evaluation
 
     @stage_asset(
@@ -26,54 +29,64 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         keys.BENCHMARKS,
         variant=variant,
         deps=[keys.key(experiment, keys.CHECKPOINT, variant)],
-        code_version=code_version,
+        code_version=ExperimentPlan(experiment, ".").benchmarks_code_version(variant),
         kinds={"lm_eval"},
-        description=f"lm-eval-harness scores of the {variant} checkpoint on {', '.join(evaluation.benchmarks)} "
+        partitions_def=benchmark_partitions(experiment),
+        description=f"lm-eval-harness score of the {variant} checkpoint, one partition per benchmark "
         "(offline test sets; generated code runs only in the sandbox).",
     )
     def benchmark_scores(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, evaluator: Evaluator
     ):
         started = time.perf_counter()
+        benchmark = context.partition_key
         plan = storage.plan(experiment)
-        stage, checkpoint = plan.benchmarks(variant), plan.checkpoint(variant)
+        stage, checkpoint = plan.benchmarks(variant, benchmark), plan.checkpoint(variant)
         reused = (stage.path / RESULTS_FILE).exists()
         if not reused:
             run_benchmarks(
                 checkpoint.path / "final",
-                evaluation.benchmarks,
+                [benchmark],
                 work_dir=stage.path,
                 limit=evaluation.limit,
                 max_gen_toks=evaluation.max_gen_toks,
                 batch_size=evaluation.batch_size,
                 data_folder=evaluation.data_folder,
+                test_set_source=evaluation.test_sets,
                 backend=evaluator.backend,
                 device=evaluator.resolved_device(),
                 sandbox_workers=evaluator.sandbox_workers,
                 log=context.log.info,
             )
         run = read_json(stage.path / RESULTS_FILE)
+        result = run["benchmarks"][benchmark]
+        key = {
+            "experiment": experiment.name,
+            "variant": variant,
+            "benchmarks_version": stage.version,
+            "benchmark": benchmark,
+        }
         cat = catalog.open()
-        key = {"experiment": experiment.name, "variant": variant, "benchmarks_version": stage.version}
-        score_rows, sample_rows, table = [], [], []
-        for name, result in run["benchmarks"].items():
-            for metric, value in result["metrics"].items():
-                score_rows.append(
-                    key
-                    | {
-                        "benchmark": name,
-                        "metric": metric,
-                        "value": value["value"],
-                        "stderr": value["stderr"],
-                        "n_samples": result["n_samples"],
-                        "primary_metric": metric == result["primary_metric"],
-                        "task_version": str(result["task_version"]),
-                    }
-                )
-            sample_rows += [
+        cat.upsert(
+            "scores",
+            [
                 key
                 | {
-                    "benchmark": name,
+                    "metric": metric,
+                    "value": value["value"],
+                    "stderr": value["stderr"],
+                    "n_samples": result["n_samples"],
+                    "primary_metric": metric == result["primary_metric"],
+                    "task_version": str(result["task_version"]),
+                }
+                for metric, value in result["metrics"].items()
+            ],
+        )
+        cat.upsert(
+            "eval_samples",
+            [
+                key
+                | {
                     "doc_index": s["doc_id"],
                     "prompt": s["prompt"],
                     "generation": s["generation"],
@@ -82,29 +95,30 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
                     "correct": bool(s["correct"]),
                 }
                 for s in result["samples"]
-            ]
-            table.append(
-                {
-                    "benchmark": name,
-                    "metric": result["primary_metric"],
-                    "score": result["primary_value"],
-                    "samples": result["n_samples"],
-                    "shots": result["num_fewshot"],
-                    "task_version": result["task_version"],
-                    "wall_s": result["wall_s"],
-                }
-            )
-        cat.upsert("scores", score_rows)
-        cat.upsert("eval_samples", sample_rows)
+            ],
+        )
         figures = {
             "variant": variant,
-            **{f"{r['benchmark']}_score": r["score"] for r in table},
-            "samples_per_benchmark": evaluation.limit or "all",
+            "benchmark": benchmark,
+            "task": result["task"],
+            "metric": result["primary_metric"],
+            "score": result["primary_value"],
+            "samples": result["n_samples"],
+            "test_set_docs": result["n_docs"],
+            "test_set_source": result["data"]["source"],
+            "test_set_lines_skipped": result["data"]["skipped"],
+            "shots": result["num_fewshot"],
+            "task_version": str(result["task_version"]),
             "backend": run["backend"],
             "lm_eval_version": run["lm_eval_version"],
             "sandbox_isolation": list(run["sandbox_isolation"]),
             "checkpoint": str(checkpoint.path / "final"),
+            "checkpoint_version": checkpoint.version,
         }
+        all_metrics = [
+            {"metric": metric, "value": value["value"], "stderr": value["stderr"]}
+            for metric, value in result["metrics"].items()
+        ]
         return finish(
             context,
             cat,
@@ -115,7 +129,7 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             figures=figures,
             parents=[checkpoint],
             variant=variant,
-            extra_metadata={"scores": markdown_table(table)},
+            extra_metadata={"metrics": markdown_table(all_metrics)},
         )
 
     return benchmark_scores

@@ -1,9 +1,12 @@
 """Asset checks: each stage's output is consistent with its inputs, visible in the UI beside the asset."""
 
+import warnings
+
 import dagster as dg
 import pyarrow.parquet as pq
 
 from assets import keys
+from assets.partitions import benchmark_partitions
 from assets.stage import markdown_table
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import read_json
@@ -22,7 +25,7 @@ def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
         checks += [
             _token_documents_match(experiment, variant),
             _loss_decreased(experiment, variant),
-            _scores_in_range(experiment, variant),
+            *_benchmark_checks(experiment, variant),
         ]
     return checks
 
@@ -154,18 +157,63 @@ def _loss_decreased(experiment: Experiment, variant: str) -> dg.AssetChecksDefin
     return check
 
 
-def _scores_in_range(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=keys.key(experiment, keys.BENCHMARKS, variant), name="scores_in_unit_range")
-    def check(storage: ArtifactStorage, catalog: DuckDBCatalog) -> dg.AssetCheckResult:
-        version = storage.plan(experiment).benchmarks(variant).version
-        rows = catalog.open().query(
-            "SELECT benchmark, metric, value FROM scores "
-            "WHERE experiment = ? AND variant = ? AND benchmarks_version = ?",
-            [experiment.name, variant, version],
-        )
-        bad = [r for r in rows if not 0.0 <= r["value"] <= 1.0]
-        benchmarks = {r["benchmark"] for r in rows}
-        passed = not bad and benchmarks == set(experiment.evaluation.benchmarks)
-        return dg.AssetCheckResult(passed=passed, metadata={"benchmarks": sorted(benchmarks), "out_of_range": bad})
+def _benchmark_checks(experiment: Experiment, variant: str) -> list[dg.AssetChecksDefinition]:
+    """Per benchmark partition, so each cell of the matrix is judged on its own."""
+    asset = keys.key(experiment, keys.BENCHMARKS, variant)
+    partitions = benchmark_partitions(experiment)
+    with warnings.catch_warnings():  # partitioned asset checks are a preview in Dagster 1.13; we rely on them knowingly
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-    return check
+        @dg.asset_check(asset=asset, name="scores_in_unit_range", partitions_def=partitions)
+        def in_range(
+            context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
+        ) -> dg.AssetCheckResult:
+            benchmark = context.partition_key
+            version = storage.plan(experiment).benchmarks(variant, benchmark).version
+            rows = catalog.open().query(
+                "SELECT metric, value, primary_metric FROM scores "
+                "WHERE experiment = ? AND variant = ? AND benchmarks_version = ? AND benchmark = ?",
+                [experiment.name, variant, version, benchmark],
+            )
+            bad = [r for r in rows if not 0.0 <= r["value"] <= 1.0]
+            has_primary = any(r["primary_metric"] for r in rows)
+            return dg.AssetCheckResult(
+                passed=has_primary and not bad,
+                metadata={"metrics": sorted(r["metric"] for r in rows), "out_of_range": bad},
+            )
+
+        @dg.asset_check(
+            asset=asset,
+            name="no_score_drop",
+            partitions_def=partitions,
+            description="Warns when a cell's primary score is lower than at its previous materialization.",
+        )
+        def no_score_drop(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[context.partition_key]), limit=2
+            ).records
+            scored = [(r, _metadata(r)) for r in records]
+            scored = [(r, m) for r, m in scored if "score" in m]
+            if len(scored) < 2:
+                return dg.AssetCheckResult(passed=True, description="no earlier score of this cell to compare with")
+            (_, now), (before_record, before) = scored[0], scored[1]
+            drop = before["score"] - now["score"]
+            return dg.AssetCheckResult(
+                passed=drop <= 0,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "score": now["score"],
+                    "previous_score": before["score"],
+                    "drop": drop,
+                    "checkpoint_version": now.get("checkpoint_version", ""),
+                    "previous_checkpoint_version": before.get("checkpoint_version", ""),
+                    "previous_run_id": before_record.run_id,
+                },
+            )
+
+    return [in_range, no_score_drop]
+
+
+def _metadata(record: dg.EventLogRecord) -> dict:
+    materialization = record.asset_materialization
+    return {k: v.value for k, v in materialization.metadata.items()} if materialization else {}

@@ -27,7 +27,11 @@ def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
         started = time.perf_counter()
         plan = storage.plan(experiment).corpus
         manifest, reused = build_corpus(
-            experiment.corpus, plan.path, plan.version, test_data_folder=experiment.evaluation.data_folder
+            experiment.corpus,
+            plan.path,
+            plan.version,
+            test_data_folder=experiment.evaluation.data_folder,
+            test_sets=experiment.evaluation.test_sets,
         )
         context.log.info(
             f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards"

@@ -1,5 +1,6 @@
 """Corpus shards as dynamic partitions: the corpus asset registers them, the per-shard stages are backfilled over
-them, and a new shard asks for only its own work."""
+them, and a new shard asks for only its own work. Benchmarks as static partitions: each variant's scores are one
+asset with one partition per benchmark, so the (variant x benchmark) matrix is filled cell by cell."""
 
 import dagster as dg
 
@@ -10,6 +11,10 @@ from tpt.plan import ExperimentPlan
 
 def corpus_shards(experiment: Experiment) -> dg.DynamicPartitionsDefinition:
     return dg.DynamicPartitionsDefinition(name=f"{experiment.name}__corpus_shards")
+
+
+def benchmark_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(list(experiment.evaluation.benchmarks))
 
 
 def shard_backfill_policy(experiment: Experiment) -> dg.BackfillPolicy:

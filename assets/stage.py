@@ -29,6 +29,7 @@ def stage_asset(
     description: str,
     partitions_def: dg.PartitionsDefinition | None = None,
     backfill_policy: dg.BackfillPolicy | None = None,
+    automation_condition: dg.AutomationCondition | None = None,
 ):
     """Declare one stage of an experiment's graph: ``<experiment>/<name>[_<variant>]`` in the experiment's group."""
 
@@ -48,6 +49,7 @@ def stage_asset(
             description=description,
             partitions_def=partitions_def,
             backfill_policy=backfill_policy,
+            automation_condition=automation_condition,
         )(user_facing_errors(compute))
 
     return decorate

@@ -10,7 +10,7 @@ from pipelines.experiments import selected_experiments
 from pipelines.graph import experiment_assets, experiment_checks
 from pipelines.jobs import experiment_jobs
 from pipelines.schedules import nightly_benchmarks
-from pipelines.sensors import new_corpus_files_sensor, new_shards_sensor
+from pipelines.sensors import new_corpus_files_sensor, new_shards_sensor, report_sensor
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
 from tpt.config import Experiment
 
@@ -35,10 +35,10 @@ def build_definitions(
         checks += experiment_checks(experiment)
         by_name = experiment_jobs(experiment)
         jobs += list(by_name.values())
-        schedules.append(nightly_benchmarks(by_name["benchmarks"]))
+        schedules.append(nightly_benchmarks(experiment, by_name["benchmarks"]))
         watcher = new_corpus_files_sensor(experiment, by_name["corpus"])
         sensors += [watcher] if watcher else []
-        sensors.append(new_shards_sensor(experiment, by_name["shards"]))
+        sensors += [new_shards_sensor(experiment, by_name["shards"]), report_sensor(experiment)]
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

@@ -1,5 +1,7 @@
 """Jobs per experiment. The corpus comes first on its own: it registers the shard partitions that the full graph
-then runs over (``pipelines.run`` does both in order; the UI's "materialize all" launches the same as a backfill)."""
+then runs over, up to the checkpoints. The benchmark scores are partitioned by benchmark, which Dagster cannot put in
+one run with the shard-partitioned stages, so they are their own job (one run per benchmark partition), and the
+report, which reads every cell, comes last in a job of its own (``pipelines.run`` does all of it in order)."""
 
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,8 @@ def _job(experiment: Experiment, suffix: str, selection: dg.AssetSelection, desc
 def experiment_jobs(experiment: Experiment) -> dict[str, "UnresolvedAssetJobDefinition"]:
     group = dg.AssetSelection.groups(experiment.name)
     estimate = dg.AssetSelection.assets(keys.key(experiment, keys.COST_ESTIMATE))
-    benchmarks = [keys.key(experiment, keys.BENCHMARKS, v) for v in experiment.variants]
+    benchmarks = dg.AssetSelection.assets(*(keys.key(experiment, keys.BENCHMARKS, v) for v in experiment.variants))
+    report = dg.AssetSelection.assets(keys.key(experiment, keys.REPORT))
     return {
         "corpus": _job(
             experiment,
@@ -35,9 +38,9 @@ def experiment_jobs(experiment: Experiment) -> dict[str, "UnresolvedAssetJobDefi
         "full_graph": _job(
             experiment,
             "full_graph",
-            group - estimate,
-            f"Everything of '{experiment.name}' from corpus to report, over the shard partitions given to the run; "
-            "finished stages find their output and return at once.",
+            group - estimate - benchmarks - report,
+            f"Everything of '{experiment.name}' from corpus to checkpoints, over the shard partitions given to the "
+            "run; finished stages find their output and return at once.",
         ),
         "shards": _job(
             experiment,
@@ -58,7 +61,14 @@ def experiment_jobs(experiment: Experiment) -> dict[str, "UnresolvedAssetJobDefi
         "benchmarks": _job(
             experiment,
             "benchmarks",
-            dg.AssetSelection.assets(*benchmarks, keys.key(experiment, keys.REPORT)),
-            f"Evaluate the checkpoints of '{experiment.name}' and rebuild its report (the nightly rerun).",
+            benchmarks,
+            f"Evaluate every checkpoint of '{experiment.name}' on the benchmark partition given to the run; "
+            "a backfill over all partitions fills the (variant x benchmark) matrix.",
+        ),
+        "report": _job(
+            experiment,
+            "report",
+            report,
+            "Vanilla vs TPT side by side, from every benchmark cell's score.",
         ),
     }

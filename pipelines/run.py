@@ -1,21 +1,24 @@
 """Materialize an experiment end to end from one command: the corpus first (it registers the shard partitions),
-then the whole graph over all shards in one run, so an engine starts once. Runs are recorded in the Dagster instance
-of ``DAGSTER_HOME`` and show in the UI like any other.
+then the graph up to the checkpoints over all shards in one run (so an engine starts once), then one run per
+benchmark partition (every variant's checkpoint on that benchmark), then the report. Runs are recorded in the Dagster
+instance of ``DAGSTER_HOME`` and show in the UI like any other.
 
     tpt run embedded            # or: python -m pipelines.run embedded
     tpt estimate embedded       # generation cost estimate, before a backfill
+    tpt lineage embedded --variant tpt --benchmark gsm8k   # the inputs behind one score, as JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from assets.partitions import corpus_shards
-from pipelines.definitions import build_definitions
+from pipelines.definitions import build_definitions, default_resources
 from pipelines.experiments import experiment_path
 from tpt.config import ConfigError, Experiment, load_experiment
 
@@ -23,18 +26,28 @@ from tpt.config import ConfigError, Experiment, load_experiment
 def run_experiment(
     defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterInstance
 ) -> list[dg.ExecuteInProcessResult]:
-    """The corpus job, then the full graph over every registered shard; stops at the first failed run."""
-    corpus = defs.resolve_job_def(f"{experiment.name}_corpus").execute_in_process(
-        instance=instance, raise_on_error=False
-    )
-    if not corpus.success:
-        return [corpus]
+    """Corpus, full graph, each benchmark partition, report. A failed corpus or graph run stops there; a failed
+    benchmark partition does not stop the others, but the report then waits for a complete matrix."""
+    results: list[dg.ExecuteInProcessResult] = []
+
+    def run(job: str, **kwargs) -> bool:
+        result = defs.resolve_job_def(f"{experiment.name}_{job}").execute_in_process(
+            instance=instance, raise_on_error=False, **kwargs
+        )
+        results.append(result)
+        return result.success
+
+    if not run("corpus"):
+        return results
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
-    tags = {ASSET_PARTITION_RANGE_START_TAG: shards[0], ASSET_PARTITION_RANGE_END_TAG: shards[-1]}
-    graph = defs.resolve_job_def(f"{experiment.name}_full_graph").execute_in_process(
-        instance=instance, tags=tags, raise_on_error=False
-    )
-    return [corpus, graph]
+    if not run(
+        "full_graph", tags={ASSET_PARTITION_RANGE_START_TAG: shards[0], ASSET_PARTITION_RANGE_END_TAG: shards[-1]}
+    ):
+        return results
+    scored = [run("benchmarks", partition_key=benchmark) for benchmark in experiment.evaluation.benchmarks]
+    if all(scored):
+        run("report")
+    return results
 
 
 def estimate(defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -43,13 +56,32 @@ def estimate(defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterI
     )
 
 
+def lineage(experiment: Experiment, variant: str, benchmark: str) -> dict:
+    """The inputs behind one score of the current config, from the catalog of the default resources."""
+    if variant not in experiment.variants:
+        raise ConfigError(f"variant {variant!r} is not one of {list(experiment.variants)}")
+    if benchmark not in experiment.evaluation.benchmarks:
+        raise ConfigError(f"benchmark {benchmark!r} is not one of {list(experiment.evaluation.benchmarks)}")
+    resources = default_resources()
+    version = resources["storage"].plan(experiment).benchmarks(variant, benchmark).version
+    found = resources["catalog"].open().score_inputs(experiment.name, variant, benchmark, version)
+    if not found["scores"]:
+        raise ConfigError(f"no score of {variant} on {benchmark} at version {version}; run the benchmarks first")
+    return {"experiment": experiment.name, "variant": variant, "benchmark": benchmark, "version": version} | found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tpt", description="Run TPT experiments through Dagster.")
-    parser.add_argument("command", choices=["run", "estimate"])
+    parser.add_argument("command", choices=["run", "estimate", "lineage"])
     parser.add_argument("experiment", nargs="?", default="embedded", help="shipped name or path to a YAML file")
+    parser.add_argument("--variant", default="tpt", help="lineage: the variant whose score to trace")
+    parser.add_argument("--benchmark", default="gsm8k", help="lineage: the benchmark whose score to trace")
     args = parser.parse_args(argv)
     try:
         experiment = load_experiment(experiment_path(args.experiment))
+        if args.command == "lineage":
+            print(json.dumps(lineage(experiment, args.variant, args.benchmark), indent=1, default=str))
+            return 0
     except ConfigError as exc:
         print(f"tpt: {exc}", file=sys.stderr)
         return 2

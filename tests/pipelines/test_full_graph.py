@@ -1,13 +1,16 @@
 """The whole graph, materialized in-process on a micro config: real corpus text, real SmolLM2 thinking through
 Ray, real tokenizer, real training, real lm-eval, real DuckDB. Then again, to show nothing is recomputed."""
 
+import json
+from pathlib import Path
+
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.definitions import build_definitions
-from pipelines.run import run_experiment
+from pipelines.run import main, run_experiment
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
 from tpt.atomic import read_json
 from tpt.catalog import Catalog
@@ -76,13 +79,18 @@ def _metadata(results: list[dg.ExecuteInProcessResult], name: str) -> dict:
 
 def test_every_asset_and_check_succeeds(run):
     experiment, _, first, _ = run
-    assert [r.success for r in first] == [True, True]
+    benchmarks = list(experiment.evaluation.benchmarks)
+    jobs = ["corpus", "full_graph", *["benchmarks"] * len(benchmarks), "report"]
+    assert [r.job_def.name for r in first] == [f"micro_{j}" for j in jobs]
+    assert all(r.success for r in first)
     per_asset = {}
     for event in _events(first):
         per_asset.setdefault(event.asset_key.path[-1], []).append(event.partition)
     shards = ["shard-00000", "shard-00001"]
     for name in ("thinking_trajectories", "augmented_documents", "token_shards_vanilla", "token_shards_tpt"):
         assert sorted(per_asset.pop(name)) == shards  # one materialization per shard partition
+    for variant in experiment.variants:  # one run per benchmark partition, each variant's cell in it
+        assert per_asset.pop(f"benchmark_scores_{variant}") == benchmarks
     assert per_asset.pop("corpus") == [None, None]  # the corpus job, then the graph run found it finished
     assert set(per_asset) == {
         "thinking_model",
@@ -90,8 +98,6 @@ def test_every_asset_and_check_succeeds(run):
         "data_mixture_tpt",
         "checkpoint_vanilla",
         "checkpoint_tpt",
-        "benchmark_scores_vanilla",
-        "benchmark_scores_tpt",
         "report",
     }
     checks = [c for r in first for c in r.get_asset_check_evaluations()]
@@ -155,17 +161,22 @@ def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
     experiment, root, first, _ = run
     catalog = Catalog(root / "catalog.duckdb")
     plan = ExperimentPlan(experiment, root / "artifacts")
-    for variant in experiment.variants:
-        meta = _metadata(first, f"benchmark_scores_{variant}")
-        for benchmark in ("gsm8k", "math", "humaneval", "mbpp"):
-            assert 0.0 <= meta[f"{benchmark}_score"] <= 1.0
+    cells = {}
+    for event in _events(first):
+        if event.asset_key.path[-1].startswith("benchmark_scores_"):
+            meta = {k: v.value for k, v in event.materialization.metadata.items()}
+            cells[(meta["variant"], event.partition)] = meta
+    assert len(cells) == len(experiment.variants) * len(experiment.evaluation.benchmarks)
+    for (variant, benchmark), meta in cells.items():
+        assert meta["benchmark"] == benchmark and 0.0 <= meta["score"] <= 1.0 and meta["samples"] == 1
+        assert meta["stage_version"] == plan.benchmarks(variant, benchmark).version
         samples = catalog.query(
-            "SELECT benchmark, count(*) AS n FROM eval_samples WHERE variant = ? AND benchmarks_version = ? "
-            "GROUP BY benchmark ORDER BY benchmark",
-            [variant, plan.benchmarks(variant).version],
+            "SELECT count(*) AS n, sum(correct::INT) AS right FROM eval_samples "
+            "WHERE variant = ? AND benchmark = ? AND benchmarks_version = ?",
+            [variant, benchmark, meta["stage_version"]],
         )
-        assert samples == [{"benchmark": b, "n": 1} for b in ("gsm8k", "humaneval", "math", "mbpp")]
-    behind = catalog.lineage("micro", "benchmarks", plan.benchmarks("tpt").version)
+        assert samples == [{"n": 1, "right": round(meta["score"])}]
+    behind = catalog.lineage("micro", "benchmarks", plan.benchmarks("tpt", "gsm8k").version)
     assert [(r["stage"], r["version"], r["depth"]) for r in behind] == [
         ("checkpoint", plan.checkpoint("tpt").version, 1),
         ("mixture", plan.mixture("tpt").version, 2),
@@ -175,8 +186,36 @@ def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
         ("trajectories", plan.trajectories.version, 5),
         ("corpus", plan.corpus.version, 6),
     ]
+    inputs = catalog.score_inputs("micro", "tpt", "gsm8k", plan.benchmarks("tpt", "gsm8k").version)
+    rows = {u["stage"]: u["rows"] for u in inputs["upstream"]}
+    assert Path(rows["checkpoint"][0]["path"]).resolve() == (plan.checkpoint("tpt").path / "final").resolve()
+    shards = ["shard-00000", "shard-00001"]
+    assert [r["shard"] for r in rows["token_shards"]] == [r["shard"] for r in rows["trajectories"]] == shards
+    assert sum(r["documents"] for r in rows["corpus"]) == 8
     report = _metadata(first, "report")
-    assert "gsm8k" in report["scores"] and "data:image/png;base64," in report["loss_curves"]
+    assert "gsm8k" in report["scores"] and "paper 8B 100B tok tpt" in report["scores"]
+    assert "data:image/png;base64," in report["loss_curves"]
+
+
+def test_lineage_command_lists_the_inputs_behind_one_score(run, tmp_path, monkeypatch, capsys):
+    experiment, root, _, _ = run
+    path = tmp_path / "micro.yaml"
+    path.write_text(json.dumps(experiment.model_dump(mode="json")))  # JSON is YAML
+    monkeypatch.setenv("TPT_ARTIFACT_ROOT", str(root / "artifacts"))
+    monkeypatch.setenv("TPT_CATALOG", str(root / "catalog.duckdb"))
+    assert main(["lineage", str(path), "--variant", "vanilla", "--benchmark", "mbpp"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    plan = ExperimentPlan(experiment, root / "artifacts")
+    assert found["version"] == plan.benchmarks("vanilla", "mbpp").version
+    assert [(u["stage"], u["version"]) for u in found["upstream"]] == [
+        ("checkpoint", plan.checkpoint("vanilla").version),
+        ("mixture", plan.mixture("vanilla").version),
+        ("token_shards", plan.token_shards("vanilla").version),
+        ("corpus", plan.corpus.version),
+    ]
+    assert len(found["samples"]) == 1 and [s["metric"] for s in found["scores"] if s["primary_metric"]] == [
+        "pass@1,create_test"
+    ]
 
 
 def test_tokens_seen_per_source_is_a_catalog_query_that_follows_the_mixture(run):

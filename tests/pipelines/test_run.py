@@ -13,3 +13,9 @@ def test_cli_refuses_an_invalid_experiment_in_one_line(tmp_path, capsys):
     assert main(["estimate", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"tpt: {bad}: ") and "\n" not in err
+
+
+def test_lineage_refuses_a_benchmark_the_experiment_does_not_run(capsys):
+    assert main(["lineage", "embedded", "--variant", "tpt", "--benchmark", "mmlu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "tpt: benchmark 'mmlu' is not one of ['gsm8k', 'math', 'humaneval', 'mbpp']"

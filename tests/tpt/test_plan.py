@@ -2,7 +2,7 @@ from tpt.config import Experiment
 from tpt.plan import ExperimentPlan
 
 STAGES = ("corpus", "trajectories", "augmented")
-VARIANT_STAGES = ("token_shards", "checkpoint", "benchmarks")
+VARIANT_STAGES = ("token_shards", "checkpoint")
 
 
 def versions(experiment: Experiment) -> dict[str, str]:
@@ -10,7 +10,12 @@ def versions(experiment: Experiment) -> dict[str, str]:
     out = {s: getattr(plan, s).version for s in STAGES}
     for v in experiment.variants:
         out |= {f"{s}_{v}": getattr(plan, s)(v).version for s in VARIANT_STAGES}
+        out |= {f"benchmarks_{v}_{b}": plan.benchmarks(v, b).version for b in experiment.evaluation.benchmarks}
     return out
+
+
+def cells(experiment: Experiment, *variants: str) -> set[str]:
+    return {f"benchmarks_{v}_{b}" for v in variants for b in experiment.evaluation.benchmarks}
 
 
 def changed(before: Experiment, after: Experiment) -> set[str]:
@@ -31,8 +36,7 @@ def test_prompt_change_reruns_trajectories_and_everything_below_but_not_vanilla(
         "augmented",
         "token_shards_tpt",
         "checkpoint_tpt",
-        "benchmarks_tpt",
-    }
+    } | cells(embedded, "tpt")
 
 
 def test_operational_fields_change_nothing(embedded):
@@ -43,12 +47,23 @@ def test_operational_fields_change_nothing(embedded):
 
 def test_eval_setting_changes_only_benchmarks(embedded):
     after = edit(embedded, "evaluation", limit=7)
-    assert changed(embedded, after) == {"benchmarks_vanilla", "benchmarks_tpt"}
+    assert changed(embedded, after) == cells(embedded, "vanilla", "tpt")
+
+
+def test_adding_a_benchmark_adds_cells_and_changes_no_finished_one(embedded):
+    fewer = edit(embedded, "evaluation", benchmarks=("gsm8k", "math"))
+    before, after = versions(fewer), versions(embedded)
+    assert set(after) - set(before) == cells(embedded, "vanilla", "tpt") - cells(fewer, "vanilla", "tpt")
+    assert {k: after[k] for k in before} == before
+    old, new = ExperimentPlan(fewer, "/a"), ExperimentPlan(embedded, "/a")
+    assert all(old.benchmarks_code_version(v) == new.benchmarks_code_version(v) for v in ("vanilla", "tpt"))
+    assert new.benchmarks("tpt", "gsm8k").path.name.startswith("tpt-gsm8k-")
 
 
 def test_seq_len_changes_training_side_only(embedded):
     after = edit(embedded, "training", seq_len=512, batch_tokens=4096)
-    assert changed(embedded, after) == {f"{s}_{v}" for s in VARIANT_STAGES for v in ("vanilla", "tpt")}
+    expected = {f"{s}_{v}" for s in VARIANT_STAGES for v in ("vanilla", "tpt")} | cells(embedded, "vanilla", "tpt")
+    assert changed(embedded, after) == expected
 
 
 def test_paths_name_the_version_and_code_version_ignores_upstream(embedded):

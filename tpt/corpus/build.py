@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -167,13 +168,18 @@ def _local_files_to_read(config: CorpusConfig, consumed: dict[str, dict[str, lis
 
 
 def build_corpus(
-    config: CorpusConfig, out_dir: Path, version: str, *, test_data_folder: str | None = None
+    config: CorpusConfig,
+    out_dir: Path,
+    version: str,
+    *,
+    test_data_folder: str | None = None,
+    test_sets: Literal["hub", "packages"] = "packages",
 ) -> tuple[CorpusManifest, bool]:
     """Write shard-NNNNN.parquet files and the manifest; returns (manifest, reused).
 
     The corpus is append-only: files that appear later in a local source folder become new shards (deduplicated
     against everything before), and the shards already written, with all work done on them, stay as they are.
-    Test sets for decontamination come from ``test_data_folder`` (as the evaluation reads them) or the packages.
+    Test sets for decontamination are read as the evaluation reads them: ``test_data_folder``, else ``test_sets``.
     """
     existing = load_manifest(out_dir, version)
     to_read = _local_files_to_read(config, existing.inputs if existing else {})
@@ -188,7 +194,7 @@ def build_corpus(
     reports = [_report_from(name, data) for name, data in existing.sources.items()] if existing else []
     seen = {i for s in shards for i in read_shard(out_dir, s["name"])["doc_id"].to_pylist()}
     buffer: list[tuple[str, str, str]] = []
-    checks = _document_checks(config, out_dir, test_data_folder)
+    checks = _document_checks(config, out_dir, test_data_folder, test_sets)
 
     def flush() -> None:
         name = f"shard-{len(shards):05d}"
@@ -217,9 +223,11 @@ def build_corpus(
     return manifest, False
 
 
-def _document_checks(config: CorpusConfig, out_dir: Path, test_data_folder: str | None) -> DocumentChecks:
+def _document_checks(
+    config: CorpusConfig, out_dir: Path, test_data_folder: str | None, test_sets: Literal["hub", "packages"]
+) -> DocumentChecks:
     decon = config.decontamination
-    index = NgramIndex.from_test_sets(decon.benchmarks, decon.ngram, test_data_folder) if decon else None
+    index = NgramIndex.from_test_sets(decon.benchmarks, decon.ngram, test_data_folder, test_sets) if decon else None
     near = NearDuplicates.load(config.near_dedup, out_dir / MINHASH) if config.near_dedup else None
     return DocumentChecks(index, near)
 

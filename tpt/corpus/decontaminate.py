@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -66,11 +67,17 @@ class NgramIndex:
         self._hashes, self._owners = merged[order], owner[order]
 
     @classmethod
-    def from_test_sets(cls, benchmarks: Iterable[str], n: int, data_folder: str | Path | None = None) -> NgramIndex:
+    def from_test_sets(
+        cls,
+        benchmarks: Iterable[str],
+        n: int,
+        data_folder: str | Path | None = None,
+        source: Literal["hub", "packages"] = "packages",
+    ) -> NgramIndex:
         items = {}
         for benchmark in benchmarks:
-            fields = TEST_FIELDS[benchmark]
-            items[benchmark] = ["\n".join(doc[f] for f in fields) for doc in load_docs(benchmark, data_folder).docs]
+            docs = load_docs(benchmark, data_folder, source).docs
+            items[benchmark] = ["\n".join(doc[f] for f in TEST_FIELDS[benchmark]) for doc in docs]
         return cls(items, n)
 
     @property

