@@ -26,6 +26,7 @@ import pyarrow as pa
 from pipelines.experiments import experiment_path
 from tpt.config import GenerationConfig, load_experiment
 from tpt.corpus.build import build_corpus, read_shard
+from tpt.devices import vllm_device_args
 from tpt.generation.engines import EngineSpec, request_seed
 from tpt.generation.estimate import worker_rate
 from tpt.generation.prompt import build_prompt
@@ -77,8 +78,7 @@ def bare_vllm(model_dir: Path, table: pa.Table, g: GenerationConfig) -> tuple[in
     from vllm import LLM, SamplingParams
 
     started = time.perf_counter()
-    # The settings a careful user needs on CPU: eager mode, no chunked prefill (it breaks seeded requests there).
-    llm = LLM(model=str(model_dir), enforce_eager=True, gpu_memory_utilization=0.2, enable_chunked_prefill=False)
+    llm = LLM(model=str(model_dir), **vllm_device_args(on_gpu=False))  # the settings vLLM needs on a CPU
     tokenizer = llm.get_tokenizer()
     prompts = [build_prompt(t, tokenizer, g.prompt, g.max_document_tokens).text for t in table["text"].to_pylist()]
     s = g.sampling

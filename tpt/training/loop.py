@@ -141,10 +141,8 @@ def train(
 
     # Everything that can refuse the run does so before any tensor is allocated.
     ckpt_root = out_dir / "checkpoints"
-    if parallel is not None and config.batch_tokens // config.seq_len % parallel.world_size:
-        raise ValueError(
-            f"{config.batch_tokens // config.seq_len} sequences per step do not split over {parallel.world_size} ranks"
-        )
+    if parallel is not None and per_step % parallel.world_size:
+        raise ValueError(f"{per_step} sequences per step do not split over {parallel.world_size} ranks")
     if chief:
         remove_partial(ckpt_root)
     existing = checkpoint_dirs(ckpt_root)
