@@ -17,7 +17,7 @@ from tpt.plan import ExperimentPlan
 
 
 def augmented_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").augmented.code_version
+    code_version = ExperimentPlan(experiment, ".").asset_code_version("augmented")
 
     @stage_asset(
         experiment,

@@ -1,18 +1,20 @@
-"""Benchmark scores, one asset per variant partitioned by benchmark: each (variant x benchmark) cell is one lm-eval
-run of that checkpoint on that benchmark, so a new benchmark or a new checkpoint computes only its own cells."""
+"""Benchmark scores, one asset per variant partitioned by (scale x benchmark): each cell is one lm-eval run of one
+checkpoint on one benchmark, so a new benchmark or a new checkpoint computes only its own cells."""
 
 import time
+import warnings
 
 import dagster as dg
 
 from assets import keys
-from assets.partitions import benchmark_partitions
-from assets.stage import finish, markdown_table, stage_asset
+from assets.partitions import SCALE, score_cells, split_cell
+from assets.stage import ACCELERATOR_POOL, finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator
 from tpt.atomic import read_json
 from tpt.config import Experiment
 from tpt.evaluation.runner import run_benchmarks
 from tpt.plan import ExperimentPlan
+from tpt.versioning import content_hash
 
 RESULTS_FILE = "results.json"
 
@@ -23,25 +25,29 @@ def benchmark_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
 
 def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
     evaluation = experiment.evaluation
+    with warnings.catch_warnings():  # beta in Dagster 1.13; the one mapping from a cell to its checkpoint
+        warnings.filterwarnings("ignore", category=dg.BetaWarning)
+        by_scale = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=SCALE)
 
     @stage_asset(
         experiment,
         keys.BENCHMARKS,
         variant=variant,
-        deps=[keys.key(experiment, keys.CHECKPOINT, variant)],
-        code_version=ExperimentPlan(experiment, ".").benchmarks_code_version(variant),
+        deps=[dg.AssetDep(keys.key(experiment, keys.CHECKPOINT, variant), partition_mapping=by_scale)],
+        code_version=ExperimentPlan(experiment, ".").asset_code_version("benchmarks", variant),
         kinds={"lm_eval"},
-        partitions_def=benchmark_partitions(experiment),
-        description=f"lm-eval-harness score of the {variant} checkpoint, one partition per benchmark "
+        partitions_def=score_cells(experiment),
+        pool=ACCELERATOR_POOL,
+        description=f"lm-eval-harness score of each {variant} checkpoint, one partition per (scale, benchmark) "
         "(offline test sets; generated code runs only in the sandbox).",
     )
     def benchmark_scores(
         context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, evaluator: Evaluator
     ):
         started = time.perf_counter()
-        benchmark = context.partition_key
+        scale, benchmark = split_cell(experiment, context.partition_key)
         plan = storage.plan(experiment)
-        stage, checkpoint = plan.benchmarks(variant, benchmark), plan.checkpoint(variant)
+        stage, checkpoint = plan.benchmarks(variant, scale, benchmark), plan.checkpoint(variant, scale)
         reused = (stage.path / RESULTS_FILE).exists()
         if not reused:
             run_benchmarks(
@@ -66,11 +72,13 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             "benchmarks_version": stage.version,
             "benchmark": benchmark,
         }
+        scored = {"scale": scale}
         cat = catalog.open()
         cat.upsert(
             "scores",
             [
                 key
+                | scored
                 | {
                     "metric": metric,
                     "value": value["value"],
@@ -99,6 +107,7 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         )
         figures = {
             "variant": variant,
+            "scale": scale,
             "benchmark": benchmark,
             "task": result["task"],
             "metric": result["primary_metric"],
@@ -115,6 +124,12 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             "checkpoint": str(checkpoint.path / "final"),
             "checkpoint_version": checkpoint.version,
         }
+        upstream = [{"stage": "checkpoint", "version": checkpoint.version, "depth": 0}]
+        upstream += cat.lineage(experiment.name, "checkpoint", checkpoint.version)
+        lineage = [
+            {"stage": f"[{r['stage']}]({keys.ui_link(experiment, r['stage'], variant)})", "version": r["version"]}
+            for r in upstream
+        ]
         all_metrics = [
             {"metric": metric, "value": value["value"], "stderr": value["stderr"]}
             for metric, value in result["metrics"].items()
@@ -129,7 +144,13 @@ def _benchmarks(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             figures=figures,
             parents=[checkpoint],
             variant=variant,
-            extra_metadata={"metrics": markdown_table(all_metrics)},
+            content_version=content_hash("scores", result["metrics"], result["samples"]),
+            extra_metadata={
+                "metrics": markdown_table(all_metrics),
+                "lineage": markdown_table(lineage),
+                "lineage_command": f"tpt lineage {experiment.name} --variant {variant} --scale {scale} "
+                f"--benchmark {benchmark}",
+            },
         )
 
     return benchmark_scores

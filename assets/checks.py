@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets import keys
-from assets.partitions import benchmark_partitions
+from assets.partitions import scale_partitions, score_cells, split_cell
 from assets.stage import markdown_table
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import read_json
@@ -142,17 +142,27 @@ def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChec
 
 
 def _loss_decreased(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=keys.key(experiment, keys.CHECKPOINT, variant), name="loss_decreased")
-    def check(storage: ArtifactStorage, catalog: DuckDBCatalog) -> dg.AssetCheckResult:
-        version = storage.plan(experiment).checkpoint(variant).version
-        curve = catalog.open().query(
-            "SELECT loss FROM loss_curve WHERE experiment = ? AND variant = ? AND checkpoint_version = ? ORDER BY step",
-            [experiment.name, variant, version],
+    with warnings.catch_warnings():  # partitioned asset checks are a preview in Dagster 1.13; we rely on them knowingly
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+        @dg.asset_check(
+            asset=keys.key(experiment, keys.CHECKPOINT, variant),
+            name="loss_decreased",
+            partitions_def=scale_partitions(experiment),
         )
-        if len(curve) < 2:
-            return dg.AssetCheckResult(passed=False, description="fewer than two logged steps")
-        first, last = curve[0]["loss"], curve[-1]["loss"]
-        return dg.AssetCheckResult(passed=last < first, metadata={"first_loss": first, "final_loss": last})
+        def check(
+            context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
+        ) -> dg.AssetCheckResult:
+            version = storage.plan(experiment).checkpoint(variant, context.partition_key).version
+            curve = catalog.open().query(
+                "SELECT loss FROM loss_curve WHERE experiment = ? AND variant = ? AND checkpoint_version = ? "
+                "ORDER BY step",
+                [experiment.name, variant, version],
+            )
+            if len(curve) < 2:
+                return dg.AssetCheckResult(passed=False, description="fewer than two logged steps")
+            first, last = curve[0]["loss"], curve[-1]["loss"]
+            return dg.AssetCheckResult(passed=last < first, metadata={"first_loss": first, "final_loss": last})
 
     return check
 
@@ -160,7 +170,7 @@ def _loss_decreased(experiment: Experiment, variant: str) -> dg.AssetChecksDefin
 def _benchmark_checks(experiment: Experiment, variant: str) -> list[dg.AssetChecksDefinition]:
     """Per benchmark partition, so each cell of the matrix is judged on its own."""
     asset = keys.key(experiment, keys.BENCHMARKS, variant)
-    partitions = benchmark_partitions(experiment)
+    partitions = score_cells(experiment)
     with warnings.catch_warnings():  # partitioned asset checks are a preview in Dagster 1.13; we rely on them knowingly
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
@@ -168,8 +178,8 @@ def _benchmark_checks(experiment: Experiment, variant: str) -> list[dg.AssetChec
         def in_range(
             context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
         ) -> dg.AssetCheckResult:
-            benchmark = context.partition_key
-            version = storage.plan(experiment).benchmarks(variant, benchmark).version
+            scale, benchmark = split_cell(experiment, context.partition_key)
+            version = storage.plan(experiment).benchmarks(variant, scale, benchmark).version
             rows = catalog.open().query(
                 "SELECT metric, value, primary_metric FROM scores "
                 "WHERE experiment = ? AND variant = ? AND benchmarks_version = ? AND benchmark = ?",

@@ -12,7 +12,7 @@ from tpt.plan import ExperimentPlan
 
 
 def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").corpus.code_version
+    code_version = ExperimentPlan(experiment, ".").asset_code_version("corpus")
 
     @stage_asset(
         experiment,

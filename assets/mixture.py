@@ -3,6 +3,7 @@ import time
 import dagster as dg
 
 from assets import keys
+from assets.partitions import scale_partitions
 from assets.stage import finish, markdown_table, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.config import Experiment
@@ -34,7 +35,7 @@ def mixture_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
 
 
 def _mixture(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").mixture(variant).code_version
+    code_version = ExperimentPlan(experiment, ".").asset_code_version("mixture", variant)
     weights = experiment.mixture.sources
     described = ", ".join(f"{s.name} {s.weight:g}" for s in weights) if weights else "natural proportions"
 
@@ -42,20 +43,25 @@ def _mixture(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         experiment,
         keys.MIXTURE,
         variant=variant,
-        deps=[keys.key(experiment, keys.TOKEN_SHARDS, variant)],
+        deps=[  # a mixture draws from every packed shard
+            dg.AssetDep(keys.key(experiment, keys.TOKEN_SHARDS, variant), partition_mapping=dg.AllPartitionMapping())
+        ],
         code_version=code_version,
         kinds={"numpy", "duckdb"},
-        description=f"The exact, seeded list of {variant} sequences pretraining reads ({described}); "
-        "per-source token accounting in the catalog's `mixture` table.",
+        partitions_def=scale_partitions(experiment),
+        description=f"The exact, seeded list of {variant} sequences one training run reads ({described}), one "
+        "partition per scale of the experiment matrix; per-source token accounting in the catalog's `mixture` table.",
     )
     def data_mixture(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
         started = time.perf_counter()
+        scale = context.partition_key
         plan = storage.plan(experiment)
-        stage = plan.mixture(variant)
+        stage = plan.mixture(variant, scale)
         reused = ResolvedMixture.exists(stage.path)
         if not reused:
+            sequences = plan.training_sequences(scale)
             shards = all_token_shards(plan, variant)
-            resolve_mixture(shards.sequences_by_source(), plan.training_sequences, experiment.mixture).save(stage.path)
+            resolve_mixture(shards.sequences_by_source(), sequences, experiment.mixture).save(stage.path)
         mixture = ResolvedMixture.load(stage.path)
         rows = [s.as_row() for s in mixture.shares]
         cat = catalog.open()
@@ -66,6 +72,7 @@ def _mixture(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         selected = sum(r["selected_tokens"] for r in rows)
         figures = {
             "variant": variant,
+            "scale": scale,
             "sequences": int(mixture.order.size),
             "selected_real_tokens": selected,
             "most_repeated_source_epochs": round(max(r["epochs"] for r in rows), 3),
@@ -73,7 +80,7 @@ def _mixture(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         }
         plot = grouped_bars(
             {r["source"]: {"packed": r["available_tokens"], "in the mixture": r["selected_tokens"]} for r in rows},
-            title=f"{experiment.name} {variant}: real tokens per source",
+            title=f"{experiment.name} {variant} {scale}: real tokens per source",
             ylabel="tokens",
         )
         return finish(
@@ -86,6 +93,7 @@ def _mixture(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             figures=figures,
             parents=[plan.token_shards(variant)],
             variant=variant,
+            content_version=mixture.fingerprint,
             extra_metadata={
                 "sources": markdown_table(rows),
                 "tokens_per_source": png_markdown(plot, "tokens per source"),

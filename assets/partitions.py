@@ -1,6 +1,14 @@
-"""Corpus shards as dynamic partitions: the corpus asset registers them, the per-shard stages are backfilled over
-them, and a new shard asks for only its own work. Benchmarks as static partitions: each variant's scores are one
-asset with one partition per benchmark, so the (variant x benchmark) matrix is filled cell by cell."""
+"""The partitions that match the work.
+
+- Corpus shards, dynamic: the corpus asset registers them, the per-shard stages are backfilled over them, and a new
+  shard asks for only its own work.
+- Scales, static from the config's experiment matrix (model size x token budget): each is one training run per
+  variant, so the mixture and checkpoint assets have one partition per scale.
+- Scale x benchmark, multi-partitioned: each variant's scores are one asset whose cells are one checkpoint on one
+  benchmark, so a new benchmark or a new checkpoint computes only its own cells.
+
+Variants are separate assets rather than a partition dimension: their lineage differs (TPT reads the thinking,
+vanilla does not), and only separate assets let Dagster show a changed prompt as stale for TPT alone."""
 
 import dagster as dg
 
@@ -13,8 +21,32 @@ def corpus_shards(experiment: Experiment) -> dg.DynamicPartitionsDefinition:
     return dg.DynamicPartitionsDefinition(name=f"{experiment.name}__corpus_shards")
 
 
+SCALE = "scale"
+BENCHMARK = "benchmark"
+
+
+def scale_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(experiment.scale_names)
+
+
 def benchmark_partitions(experiment: Experiment) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(list(experiment.evaluation.benchmarks))
+
+
+def score_cells(experiment: Experiment) -> dg.MultiPartitionsDefinition:
+    return dg.MultiPartitionsDefinition(
+        {SCALE: scale_partitions(experiment), BENCHMARK: benchmark_partitions(experiment)}
+    )
+
+
+def cell_key(scale: str, benchmark: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({SCALE: scale, BENCHMARK: benchmark})
+
+
+def split_cell(experiment: Experiment, partition_key: str) -> tuple[str, str]:
+    """(scale, benchmark) of a score cell, whether Dagster hands the key over parsed or as its string."""
+    cell = score_cells(experiment).get_partition_key_from_str(partition_key).keys_by_dimension
+    return cell[SCALE], cell[BENCHMARK]
 
 
 def shard_backfill_policy(experiment: Experiment) -> dg.BackfillPolicy:

@@ -1,11 +1,13 @@
 import csv
 import time
+from pathlib import Path
 
 import dagster as dg
 
 from assets import keys
 from assets.mixture import all_token_shards
-from assets.stage import finish, png_markdown, stage_asset
+from assets.partitions import scale_partitions
+from assets.stage import ACCELERATOR_POOL, TRANSIENT_RETRY, finish, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster, Trainer
 from tpt.atomic import read_json
 from tpt.config import Experiment
@@ -16,6 +18,7 @@ from tpt.tokenization.mixture import ResolvedMixture
 from tpt.training import train
 from tpt.training.planner import compute_optimal, peak_flops
 from tpt.training.ray_launch import train_on_ray
+from tpt.versioning import folder_digest
 
 RESULT_FILE = "train_result.json"
 
@@ -40,7 +43,7 @@ def _mfu(result: dict) -> float | None:
 
 
 def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").checkpoint(variant).code_version
+    code_version = ExperimentPlan(experiment, ".").asset_code_version("checkpoint", variant)
 
     @stage_asset(
         experiment,
@@ -49,8 +52,12 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         deps=[keys.key(experiment, keys.MIXTURE, variant)],
         code_version=code_version,
         kinds={"pytorch", "transformers"},
-        description=f"A LLaMA-architecture model pretrained on the {variant} token shards for the experiment's "
-        "token budget; resumes from its last checkpoint; final model in Hugging Face format.",
+        partitions_def=scale_partitions(experiment),
+        pool=ACCELERATOR_POOL,
+        retry_policy=TRANSIENT_RETRY,
+        description=f"A LLaMA-architecture model pretrained on the {variant} token shards, one partition per scale "
+        "(model size x token budget) of the experiment matrix; resumes from its last checkpoint; final model in "
+        "Hugging Face format.",
     )
     def checkpoint(
         context: dg.AssetExecutionContext,
@@ -60,19 +67,22 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         ray_cluster: RayCluster,
     ):
         started = time.perf_counter()
+        scale = context.partition_key
         plan = storage.plan(experiment)
-        stage = plan.checkpoint(variant)
+        stage, training = plan.checkpoint(variant, scale), experiment.training_for(scale)
         result_path = stage.path / RESULT_FILE
         reused = result_path.exists()
         if not reused:
-            mixture_dir = plan.mixture(variant).path
+            mixture_dir = plan.mixture(variant, scale).path
             if not ResolvedMixture.exists(mixture_dir):
-                raise dg.Failure(f"no resolved mixture in {mixture_dir}; materialize {keys.MIXTURE}_{variant} first")
+                raise dg.Failure(
+                    f"no resolved mixture in {mixture_dir}; materialize {keys.MIXTURE}_{variant} [{scale}] first"
+                )
             shards, tokenizer_dir = all_token_shards(plan, variant), resolve_model(experiment.tokenizer, weights=False)
             if trainer.launcher == "ray":
                 ray_cluster.ensure()
                 train_on_ray(
-                    experiment.training,
+                    training,
                     shards.paths,
                     stage.path,
                     tokenizer_dir=tokenizer_dir,
@@ -84,7 +94,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
                 )
             else:
                 train(
-                    experiment.training,
+                    training,
                     shards,
                     stage.path,
                     tokenizer_dir=tokenizer_dir,
@@ -102,6 +112,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
                 {
                     "experiment": experiment.name,
                     "variant": variant,
+                    "scale": scale,
                     "checkpoint_version": stage.version,
                     "path": result["final_model"],
                     "tokens_seen": result["tokens_seen"],
@@ -131,6 +142,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         optimal = compute_optimal(result["flops_per_token"] * result["tokens_seen"])
         figures = {
             "variant": variant,
+            "scale": scale,
             "final_model": result["final_model"],
             "steps": result["steps"],
             "tokens_seen": result["tokens_seen"],
@@ -149,7 +161,7 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             figures["mfu"] = mfu
         plot = line_plot(
             {variant: ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])},
-            title=f"{experiment.name} {variant}: training loss",
+            title=f"{experiment.name} {variant} {scale}: training loss",
             xlabel="tokens",
             ylabel="loss",
         )
@@ -161,8 +173,9 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
             wall_s=time.perf_counter() - started,
             reused=reused,
             figures=figures,
-            parents=[plan.mixture(variant)],
+            parents=[plan.mixture(variant, scale)],
             variant=variant,
+            content_version=folder_digest(Path(result["final_model"]), stage.path / "final.sha256"),
             extra_metadata={"loss_curve": png_markdown(plot, "loss curve")},
         )
 

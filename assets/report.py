@@ -7,6 +7,7 @@ from assets.stage import markdown_table, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog
 from tpt.atomic import write_json
 from tpt.config import Experiment
+from tpt.plan import ExperimentPlan
 from tpt.plots import grouped_bars, line_plot
 from tpt.versioning import content_hash
 
@@ -27,6 +28,7 @@ def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
         experiment,
         keys.REPORT,
         deps=deps,
+        code_version=ExperimentPlan(experiment, ".").asset_code_version("report"),
         kinds={"duckdb"},
         description="Vanilla vs TPT side by side: benchmark scores, tokens seen, loss curves, read from the catalog. "
         "Rebuilt once every benchmark cell has a score and one of them changes (sensor <experiment>_report).",
@@ -36,56 +38,64 @@ def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
         started = time.perf_counter()
         plan = storage.plan(experiment)
         cat = catalog.open()
-        scores, runs, curves = {}, {}, {}
-        benchmarks = experiment.evaluation.benchmarks
-        for v in variants:
-            ckpt_version = plan.checkpoint(v).version
+        benchmarks, scales = experiment.evaluation.benchmarks, experiment.scale_names
+        runs = [(scale, v) for scale in scales for v in variants]
+        scores, trained, curves, missing = {}, {}, {}, []
+        for scale, v in runs:
+            ckpt_version = plan.checkpoint(v, scale).version
             for b in benchmarks:
-                for row in cat.query(
+                found = cat.query(
                     "SELECT metric, value FROM scores WHERE experiment = ? AND variant = ? AND benchmark = ? "
                     "AND benchmarks_version = ? AND primary_metric",
-                    [experiment.name, v, b, plan.benchmarks(v, b).version],
-                ):
-                    scores.setdefault(b, {"metric": row["metric"]})[v] = row["value"]
+                    [experiment.name, v, b, plan.benchmarks(v, scale, b).version],
+                )
+                if not found:
+                    missing.append(f"{v} {b}|{scale}")
+                for row in found:
+                    scores.setdefault((scale, b), {"metric": row["metric"]})[v] = row["value"]
             found = cat.query(
                 "SELECT tokens_seen, final_loss, steps, parameters FROM checkpoints WHERE experiment = ? "
                 "AND variant = ? AND checkpoint_version = ?",
                 [experiment.name, v, ckpt_version],
             )
             if not found:
-                raise dg.Failure(f"no checkpoint of variant {v} in the catalog; materialize {keys.CHECKPOINT}_{v}")
-            runs[v] = found[0]
+                raise dg.Failure(f"no {v} checkpoint of scale {scale} in the catalog; materialize it first")
+            trained[scale, v] = found[0]
             curve = cat.query(
                 "SELECT tokens_seen, loss FROM loss_curve WHERE experiment = ? AND variant = ? "
                 "AND checkpoint_version = ? ORDER BY step",
                 [experiment.name, v, ckpt_version],
             )
-            curves[v] = ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])
-        missing = [b for b in benchmarks if any(v not in scores.get(b, {}) for v in variants)]
+            curves[_label(scale, v, scales)] = ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])
         if missing:
             raise dg.Failure(f"scores missing for {missing}; materialize those benchmark partitions first")
         table = [
-            {"benchmark": b, "metric": s["metric"], **{v: s[v] for v in variants}}
+            {"scale": scale, "benchmark": b, "metric": s["metric"], **{v: s[v] for v in variants}}
             | ({"tpt - vanilla": s["tpt"] - s["vanilla"]} if {"tpt", "vanilla"} <= set(variants) else {})
             | {
                 f"paper {setting} {v}": paper.get(b, {}).get(v, "")
                 for setting, paper in PAPER.items()
                 for v in variants
             }
-            for b, s in scores.items()
+            for (scale, b), s in scores.items()
         ]
-        training = [{"variant": v, **runs[v]} for v in variants]
-        version = content_hash("report", [plan.benchmarks(v, b).version for v in variants for b in benchmarks])
+        training = [{"scale": scale, "variant": v, **trained[scale, v]} for scale, v in runs]
+        version = content_hash(
+            "report", [plan.benchmarks(v, scale, b).version for scale, v in runs for b in benchmarks]
+        )
         write_json(plan.root / "report" / version / "report.json", {"scores": table, "training": training})
         score_plot = grouped_bars(
-            {b: {v: s[v] for v in variants} for b, s in scores.items()},
+            {_label(scale, b, scales): {v: s[v] for v in variants} for (scale, b), s in scores.items()},
             title=f"{experiment.name}: primary metric by benchmark",
             ylabel="score",
         )
         loss_plot = line_plot(curves, title=f"{experiment.name}: training loss", xlabel="tokens", ylabel="loss")
         context.log.info(
             "scores: "
-            + "; ".join(f"{r['benchmark']}: " + ", ".join(f"{v} {r[v]:.3f}" for v in variants) for r in table)
+            + "; ".join(
+                f"{_label(r['scale'], r['benchmark'], scales)}: " + ", ".join(f"{v} {r[v]:.3f}" for v in variants)
+                for r in table
+            )
         )
         return dg.MaterializeResult(
             metadata={
@@ -93,14 +103,16 @@ def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
                 "training": markdown_table(training),
                 "score_comparison": png_markdown(score_plot, "scores"),
                 "loss_curves": png_markdown(loss_plot, "loss curves"),
-                "tokens_seen": dg.MetadataValue.json({v: runs[v]["tokens_seen"] for v in variants}),
+                "tokens_seen": dg.MetadataValue.json(
+                    {_label(scale, v, scales): trained[scale, v]["tokens_seen"] for scale, v in runs}
+                ),
                 "real_tokens_seen_by_source": dg.MetadataValue.json(
                     {
-                        v: {
+                        _label(scale, v, scales): {
                             r["source"]: r["real_tokens"]
-                            for r in cat.tokens_seen(experiment.name, plan.checkpoint(v).version)
+                            for r in cat.tokens_seen(experiment.name, plan.checkpoint(v, scale).version)
                         }
-                        for v in variants
+                        for scale, v in runs
                     }
                 ),
                 "wall_s": round(time.perf_counter() - started, 3),
@@ -111,3 +123,8 @@ def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
         )
 
     return report
+
+
+def _label(scale: str, name: str, scales: list[str]) -> str:
+    """A name alone when the matrix has one scale (the common case), else ``name@scale``."""
+    return name if len(scales) == 1 else f"{name}@{scale}"

@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets import keys
 from assets.partitions import corpus_shards, run_shards, shard_backfill_policy
-from assets.stage import finish, markdown_table, stage_asset
+from assets.stage import TRANSIENT_RETRY, finish, markdown_table, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster
 from tpt.config import Experiment
 from tpt.models import resolve_model
@@ -21,7 +21,7 @@ def token_shard_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
 
 def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
     """Vanilla packs the documents alone; TPT packs the augmented [d; t] texts of the same documents."""
-    code_version = ExperimentPlan(experiment, ".").token_shards(variant).code_version
+    code_version = ExperimentPlan(experiment, ".").asset_code_version("token_shards", variant)
     upstream = keys.AUGMENTED if variant == "tpt" else keys.CORPUS
 
     @stage_asset(
@@ -33,6 +33,7 @@ def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
         kinds={"ray", "numpy"},
         partitions_def=corpus_shards(experiment),
         backfill_policy=shard_backfill_policy(experiment),
+        retry_policy=TRANSIENT_RETRY,
         description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, each "
         "source on its own, one memory-mapped token file per corpus shard (Ray task each).",
     )

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from assets import keys
 from assets.partitions import corpus_shards, run_shards, shard_backfill_policy
-from assets.stage import finish, markdown_table, png_markdown, stage_asset
+from assets.stage import ACCELERATOR_POOL, TRANSIENT_RETRY, finish, markdown_table, png_markdown, stage_asset
 from resources import ArtifactStorage, DuckDBCatalog, RayCluster, ThinkingGenerator
 from tpt.catalog import Catalog
 from tpt.config import Experiment
@@ -18,7 +18,7 @@ from tpt.plots import histogram
 
 
 def trajectories_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").trajectories.code_version
+    code_version = ExperimentPlan(experiment, ".").asset_code_version("trajectories")
     generation = experiment.generation
 
     @stage_asset(
@@ -29,6 +29,8 @@ def trajectories_asset(experiment: Experiment) -> dg.AssetsDefinition:
         kinds={"ray", generation.engine},
         partitions_def=corpus_shards(experiment),
         backfill_policy=shard_backfill_policy(experiment),
+        pool=ACCELERATOR_POOL,
+        retry_policy=TRANSIENT_RETRY,
         description="An expert's thinking t for every document d of a corpus shard (the paper's prompt, document "
         "cut to a token limit, generation stopped at </think>), generated on a Ray Data actor pool; resumable per "
         "document, cached per request.",

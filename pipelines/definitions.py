@@ -9,8 +9,8 @@ import dagster as dg
 from pipelines.experiments import selected_experiments
 from pipelines.graph import experiment_assets, experiment_checks
 from pipelines.jobs import experiment_jobs
-from pipelines.schedules import nightly_benchmarks
-from pipelines.sensors import new_corpus_files_sensor, new_shards_sensor, report_sensor
+from pipelines.schedules import daily_corpus_discovery, nightly_benchmarks
+from pipelines.sensors import new_checkpoints_sensor, new_corpus_files_sensor, new_shards_sensor, report_sensor
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
 from tpt.config import Experiment
 
@@ -35,10 +35,17 @@ def build_definitions(
         checks += experiment_checks(experiment)
         by_name = experiment_jobs(experiment)
         jobs += list(by_name.values())
-        schedules.append(nightly_benchmarks(experiment, by_name["benchmarks"]))
+        schedules += [
+            nightly_benchmarks(experiment, by_name["benchmarks"]),
+            daily_corpus_discovery(experiment, by_name["corpus"]),
+        ]
         watcher = new_corpus_files_sensor(experiment, by_name["corpus"])
         sensors += [watcher] if watcher else []
-        sensors += [new_shards_sensor(experiment, by_name["shards"]), report_sensor(experiment)]
+        sensors += [
+            new_shards_sensor(experiment, by_name["shards"]),
+            new_checkpoints_sensor(experiment, by_name["benchmarks"]),
+            report_sensor(experiment),
+        ]
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

@@ -1,7 +1,7 @@
-"""Jobs per experiment. The corpus comes first on its own: it registers the shard partitions that the full graph
-then runs over, up to the checkpoints. The benchmark scores are partitioned by benchmark, which Dagster cannot put in
-one run with the shard-partitioned stages, so they are their own job (one run per benchmark partition), and the
-report, which reads every cell, comes last in a job of its own (``pipelines.run`` does all of it in order)."""
+"""Jobs per experiment, one per partitioning, since a Dagster run covers partitions of one kind. The corpus comes
+first on its own: it registers the shard partitions that the data job then runs over, up to the token shards. The
+training job trains every variant at one scale of the experiment matrix; the benchmark job evaluates one
+(scale, benchmark) cell; the report, which reads every cell, comes last (``pipelines.run`` does all of it in order)."""
 
 from typing import TYPE_CHECKING
 
@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # Dagster does not export the type that define_asset_job retu
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from assets import keys
+from pipelines.hooks import explain_failure
 from tpt.config import Experiment
 
 
@@ -20,6 +21,7 @@ def _job(experiment: Experiment, suffix: str, selection: dg.AssetSelection, desc
         selection=selection,
         tags={"experiment": experiment.name},
         description=description,
+        hooks={explain_failure},
     )
 
 
@@ -28,6 +30,9 @@ def experiment_jobs(experiment: Experiment) -> dict[str, "UnresolvedAssetJobDefi
     estimate = dg.AssetSelection.assets(keys.key(experiment, keys.COST_ESTIMATE))
     benchmarks = dg.AssetSelection.assets(*(keys.key(experiment, keys.BENCHMARKS, v) for v in experiment.variants))
     report = dg.AssetSelection.assets(keys.key(experiment, keys.REPORT))
+    training = dg.AssetSelection.assets(
+        *(keys.key(experiment, stage, v) for stage in (keys.MIXTURE, keys.CHECKPOINT) for v in experiment.variants)
+    )
     return {
         "corpus": _job(
             experiment,
@@ -35,12 +40,19 @@ def experiment_jobs(experiment: Experiment) -> dict[str, "UnresolvedAssetJobDefi
             dg.AssetSelection.assets(keys.key(experiment, keys.CORPUS), keys.key(experiment, keys.THINKING_MODEL)),
             "Read, clean and shard the corpus (registering one partition per shard) and fetch the thinking model.",
         ),
-        "full_graph": _job(
+        "data": _job(
             experiment,
-            "full_graph",
-            group - estimate - benchmarks - report,
-            f"Everything of '{experiment.name}' from corpus to checkpoints, over the shard partitions given to the "
+            "data",
+            group - estimate - training - benchmarks - report,
+            f"Everything of '{experiment.name}' from corpus to token shards, over the shard partitions given to the "
             "run; finished stages find their output and return at once.",
+        ),
+        "training": _job(
+            experiment,
+            "training",
+            training,
+            "Resolve each variant's data mixture and pretrain it, at the scale (model size x token budget) given to "
+            "the run; a backfill over all scales trains the whole experiment matrix.",
         ),
         "shards": _job(
             experiment,
@@ -62,8 +74,8 @@ def experiment_jobs(experiment: Experiment) -> dict[str, "UnresolvedAssetJobDefi
             experiment,
             "benchmarks",
             benchmarks,
-            f"Evaluate every checkpoint of '{experiment.name}' on the benchmark partition given to the run; "
-            "a backfill over all partitions fills the (variant x benchmark) matrix.",
+            f"Evaluate each variant's checkpoint of '{experiment.name}' on the (scale, benchmark) cell given to the "
+            "run; a backfill over all cells fills the (variant x scale x benchmark) matrix.",
         ),
         "report": _job(
             experiment,

@@ -1,11 +1,12 @@
 """Materialize an experiment end to end from one command: the corpus first (it registers the shard partitions),
-then the graph up to the checkpoints over all shards in one run (so an engine starts once), then one run per
-benchmark partition (every variant's checkpoint on that benchmark), then the report. Runs are recorded in the Dagster
-instance of ``DAGSTER_HOME`` and show in the UI like any other.
+then the data stages up to the token shards over all shards in one run (so an engine starts once), then one training
+run per scale of the experiment matrix, one run per (scale, benchmark) cell, and the report. Runs are recorded in the
+Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other.
 
     tpt run embedded            # or: python -m pipelines.run embedded
     tpt estimate embedded       # generation cost estimate, before a backfill
     tpt lineage embedded --variant tpt --benchmark gsm8k   # the inputs behind one score, as JSON
+    tpt lineage embedded --document <doc_id>               # the scores one document stands behind
     tpt plan paper_8b --vocab-size 128256 --gpu-hours 20000 --raw-tokens 10e9 --augmented-tokens 20e9
 """
 
@@ -19,7 +20,7 @@ from dataclasses import asdict
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from assets.partitions import corpus_shards
+from assets.partitions import cell_key, corpus_shards
 from pipelines.definitions import build_definitions, default_resources
 from pipelines.experiments import experiment_path
 from tpt.config import ConfigError, Experiment, load_experiment
@@ -32,8 +33,8 @@ from tpt.training.planner import assess, compute_optimal, gpu_hours_to_flops, th
 def run_experiment(
     defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterInstance
 ) -> list[dg.ExecuteInProcessResult]:
-    """Corpus, full graph, each benchmark partition, report. A failed corpus or graph run stops there; a failed
-    benchmark partition does not stop the others, but the report then waits for a complete matrix."""
+    """Corpus, data, each scale's training, each score cell, report. A failed corpus or data run stops there; a
+    failed scale or cell does not stop the others, but the report then waits for a complete matrix."""
     results: list[dg.ExecuteInProcessResult] = []
 
     def run(job: str, **kwargs) -> bool:
@@ -46,12 +47,15 @@ def run_experiment(
     if not run("corpus"):
         return results
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
-    if not run(
-        "full_graph", tags={ASSET_PARTITION_RANGE_START_TAG: shards[0], ASSET_PARTITION_RANGE_END_TAG: shards[-1]}
-    ):
+    if not run("data", tags={ASSET_PARTITION_RANGE_START_TAG: shards[0], ASSET_PARTITION_RANGE_END_TAG: shards[-1]}):
         return results
-    scored = [run("benchmarks", partition_key=benchmark) for benchmark in experiment.evaluation.benchmarks]
-    if all(scored):
+    trained = [scale for scale in experiment.scale_names if run("training", partition_key=scale)]
+    scored = [
+        run("benchmarks", partition_key=cell_key(scale, benchmark))
+        for scale in trained
+        for benchmark in experiment.evaluation.benchmarks
+    ]
+    if len(trained) == len(experiment.scales) and all(scored):
         run("report")
     return results
 
@@ -62,18 +66,30 @@ def estimate(defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterI
     )
 
 
-def lineage(experiment: Experiment, variant: str, benchmark: str) -> dict:
+def lineage(experiment: Experiment, variant: str, benchmark: str, scale: str | None = None) -> dict:
     """The inputs behind one score of the current config, from the catalog of the default resources."""
+    scale = scale or experiment.scale_names[0]
+    if scale not in experiment.scale_names:
+        raise ConfigError(f"scale {scale!r} is not one of {experiment.scale_names}")
     if variant not in experiment.variants:
         raise ConfigError(f"variant {variant!r} is not one of {list(experiment.variants)}")
     if benchmark not in experiment.evaluation.benchmarks:
         raise ConfigError(f"benchmark {benchmark!r} is not one of {list(experiment.evaluation.benchmarks)}")
     resources = default_resources()
-    version = resources["storage"].plan(experiment).benchmarks(variant, benchmark).version
+    version = resources["storage"].plan(experiment).benchmarks(variant, scale, benchmark).version
     found = resources["catalog"].open().score_inputs(experiment.name, variant, benchmark, version)
     if not found["scores"]:
-        raise ConfigError(f"no score of {variant} on {benchmark} at version {version}; run the benchmarks first")
-    return {"experiment": experiment.name, "variant": variant, "benchmark": benchmark, "version": version} | found
+        raise ConfigError(f"no score of {variant} {scale} on {benchmark} at version {version}; run the benchmarks")
+    cell = {"variant": variant, "scale": scale, "benchmark": benchmark, "version": version}
+    return {"experiment": experiment.name} | cell | found
+
+
+def document_uses(experiment: Experiment, doc_id: str) -> dict:
+    """Every trajectory, token shard, checkpoint and score that one document stands behind, from the catalog."""
+    found = default_resources()["catalog"].open().document_uses(experiment.name, doc_id)
+    if not found["documents"]:
+        raise ConfigError(f"document {doc_id!r} is not in the catalog of {experiment.name}")
+    return {"experiment": experiment.name, "doc_id": doc_id} | found
 
 
 def plan(experiment: Experiment, args: argparse.Namespace) -> dict:
@@ -98,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment", nargs="?", default="embedded", help="shipped name or path to a YAML file")
     parser.add_argument("--variant", default="tpt", help="lineage: the variant whose score to trace")
     parser.add_argument("--benchmark", default="gsm8k", help="lineage: the benchmark whose score to trace")
+    parser.add_argument("--scale", help="lineage: the scale whose score to trace (default: the first)")
+    parser.add_argument("--document", help="lineage: a doc_id; list the scores that used it instead")
     parser.add_argument("--vocab-size", type=int, help="plan: instead of loading the tokenizer")
     parser.add_argument("--gpu-hours", type=float, help="plan: a compute budget to size a model for")
     parser.add_argument("--gpu", default="h100", help="plan: the GPU of --gpu-hours")
@@ -108,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         experiment = load_experiment(experiment_path(args.experiment))
         if args.command == "lineage":
-            print(json.dumps(lineage(experiment, args.variant, args.benchmark), indent=1, default=str))
+            found = (
+                document_uses(experiment, args.document)
+                if args.document
+                else lineage(experiment, args.variant, args.benchmark, args.scale)
+            )
+            print(json.dumps(found, indent=1, default=str))
             return 0
         if args.command == "plan":
             print(json.dumps(plan(experiment, args), indent=1))

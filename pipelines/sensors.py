@@ -1,6 +1,6 @@
 """Sensors that turn new data into exactly the work it needs: new corpus files -> a corpus run (which appends
-shards and registers their partitions) -> one run of the per-shard stages for each new shard, nothing else; and new
-benchmark scores -> the report, once the matrix is complete."""
+shards and registers their partitions) -> one run of the per-shard stages for each new shard, nothing else; a new
+checkpoint -> its own benchmark cells; and new benchmark scores -> the report, once the matrix is complete."""
 
 import hashlib
 import json
@@ -13,7 +13,9 @@ if TYPE_CHECKING:  # Dagster does not export the type that define_asset_job retu
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from assets import keys
-from assets.partitions import corpus_shards
+from assets.benchmarks import RESULTS_FILE
+from assets.partitions import cell_key, corpus_shards
+from resources import ArtifactStorage
 from tpt.config import Experiment, LocalFolder
 from tpt.corpus.sources import LOCAL_PATTERNS
 
@@ -82,6 +84,49 @@ def new_shards_sensor(experiment: Experiment, shards_job: "UnresolvedAssetJobDef
         ]
 
     return new_shards
+
+
+def new_checkpoints_sensor(
+    experiment: Experiment, benchmarks_job: "UnresolvedAssetJobDefinition"
+) -> dg.SensorDefinition:
+    """A new checkpoint materialization asks for the benchmark cells of its variant and scale that have no score
+    yet, one run each, selecting only that variant's scores. The cursor is the newest materialization event seen,
+    so a restarted daemon neither misses a checkpoint nor asks twice for one."""
+    checkpoints = {keys.key(experiment, keys.CHECKPOINT, v): v for v in experiment.variants}
+
+    @dg.sensor(
+        name=f"{experiment.name}_new_checkpoints",
+        job=benchmarks_job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Evaluates each new checkpoint on every benchmark it has no score for.",
+    )
+    def new_checkpoints(context: dg.SensorEvaluationContext, storage: ArtifactStorage):
+        after = int(context.cursor) if context.cursor else None
+        plan, newest, latest = storage.plan(experiment), after, {}
+        for key, variant in checkpoints.items():
+            found = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=1000, ascending=True
+            ).records
+            for record in found:  # a checkpoint materialized twice since the last tick asks once
+                newest = max(newest or 0, record.storage_id)
+                latest[variant, record.partition_key] = record.storage_id
+        requests = [
+            dg.RunRequest(
+                run_key=f"{variant}:{scale}:{benchmark}:{storage_id}",
+                partition_key=cell_key(scale, benchmark),
+                asset_selection=[keys.key(experiment, keys.BENCHMARKS, variant)],
+                tags={"experiment": experiment.name, "variant": variant, "trigger": "new_checkpoint"},
+            )
+            for (variant, scale), storage_id in latest.items()
+            for benchmark in experiment.evaluation.benchmarks
+            if not (plan.benchmarks(variant, scale, benchmark).path / RESULTS_FILE).exists()
+        ]
+        if newest is not None:
+            context.update_cursor(str(newest))
+        return requests or dg.SkipReason("no new checkpoint without scores")
+
+    return new_checkpoints
 
 
 def report_sensor(experiment: Experiment) -> dg.AutomationConditionSensorDefinition:

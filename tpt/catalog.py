@@ -64,13 +64,15 @@ CREATE TABLE IF NOT EXISTS eval_samples (
     experiment VARCHAR, variant VARCHAR, benchmarks_version VARCHAR, benchmark VARCHAR, doc_index BIGINT,
     prompt VARCHAR, generation VARCHAR, extracted VARCHAR, target VARCHAR, correct BOOLEAN,
     PRIMARY KEY (experiment, variant, benchmarks_version, benchmark, doc_index));
+ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS scale VARCHAR;
+ALTER TABLE scores ADD COLUMN IF NOT EXISTS scale VARCHAR;
 """
 
 LOCK_RETRY_S = 60.0
 
 # What each upstream stage version stands for, as rows: (stage -> query over (experiment, version)).
 STAGE_ROWS = {
-    "checkpoint": "SELECT variant, path, tokens_seen, steps, final_loss FROM checkpoints "
+    "checkpoint": "SELECT variant, scale, path, tokens_seen, steps, final_loss FROM checkpoints "
     "WHERE experiment = ? AND checkpoint_version = ?",
     "mixture": "SELECT variant, source, weight, selected_sequences, selected_tokens, epochs FROM mixture "
     "WHERE experiment = ? AND mixture_version = ? ORDER BY source",
@@ -163,6 +165,55 @@ class Catalog:
             SELECT DISTINCT parent_stage AS stage, parent_version AS version, depth FROM up ORDER BY depth, stage
             """,
             [experiment, stage, version, experiment],
+        )
+
+    def document_uses(self, experiment: str, doc_id: str) -> dict[str, Any]:
+        """Everything one document stands behind: its trajectories, then every stage version downstream of its
+        corpus through the lineage, except mixtures that took nothing of its source (and what they fed), down to
+        the scores. A mixture that took some of its source may still have left this document's sequences out, so
+        a listed score used the document's source, not provably the document itself."""
+        documents = self.query(
+            "SELECT corpus_version, source, shard, n_chars FROM documents WHERE experiment = ? AND doc_id = ?",
+            [experiment, doc_id],
+        )
+        edges: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for row in self.query("SELECT * FROM lineage WHERE experiment = ?", [experiment]):
+            edges.setdefault((row["parent_stage"], row["parent_version"]), []).append((row["stage"], row["version"]))
+        reached: list[tuple[str, str]] = []
+        queue = [("corpus", d["corpus_version"]) for d in documents]
+        sources = {d["source"] for d in documents}
+        while queue:
+            node = queue.pop(0)
+            if node in reached or (node[0] == "mixture" and not self._mixture_takes(experiment, node[1], sources)):
+                continue
+            reached.append(node)
+            queue += edges.get(node, [])
+        versions = {stage: [v for s, v in reached if s == stage] for stage, _ in reached}
+        return {
+            "documents": documents,
+            "trajectories": self.query(
+                "SELECT trajectories_version, shard, finish_reason, output_tokens, prompt_version, model "
+                "FROM trajectories WHERE experiment = ? AND doc_id = ?",
+                [experiment, doc_id],
+            ),
+            "stages": [{"stage": s, "version": v} for s, v in reached],
+            "checkpoints": self._rows_at("checkpoints", "checkpoint_version", experiment, versions.get("checkpoint")),
+            "scores": self._rows_at("scores", "benchmarks_version", experiment, versions.get("benchmarks")),
+        }
+
+    def _mixture_takes(self, experiment: str, version: str, sources: set[str]) -> bool:
+        rows = self.query(
+            "SELECT source, selected_sequences FROM mixture WHERE experiment = ? AND mixture_version = ?",
+            [experiment, version],
+        )
+        return any(r["selected_sequences"] > 0 for r in rows if r["source"] in sources)
+
+    def _rows_at(self, table: str, column: str, experiment: str, versions: list[str] | None) -> list[dict[str, Any]]:
+        if not versions:
+            return []
+        marks = ", ".join("?" for _ in versions)
+        return self.query(
+            f"SELECT * FROM {table} WHERE experiment = ? AND {column} IN ({marks})", [experiment, *versions]
         )
 
     def tokens_seen(self, experiment: str, checkpoint_version: str) -> list[dict[str, Any]]:

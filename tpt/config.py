@@ -210,6 +210,16 @@ class TrainingConfig(Strict):
         return self
 
 
+class Scale(Strict):
+    """One training run of the experiment matrix: a model size and a token budget in place of the base training
+    config's. Each scale is a partition of the mixture, checkpoint and benchmark assets, so a backfill over scales
+    trains and evaluates every size on the same data."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$", description="the partition key, e.g. 'd512_2b'")
+    model: ModelShape | None = Field(None, description="the base training.model when not given")
+    token_budget: int | None = Field(None, gt=0, description="the base training.token_budget when not given")
+
+
 class MixtureSource(Strict):
     name: str = Field(description="a corpus source name")
     weight: float = Field(ge=0.0, description="relative share of the token budget")
@@ -266,6 +276,35 @@ class Experiment(Strict):
     mixture: MixtureConfig = MixtureConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     variants: tuple[Variant, ...] = ("vanilla", "tpt")
+    scales: tuple[Scale, ...] = Field(
+        (Scale(name="base"),), description="the experiment matrix's training runs; one 'base' run by default"
+    )
+
+    def training_for(self, scale: str) -> TrainingConfig:
+        """The base training config with one scale's model and budget."""
+        found = next((s for s in self.scales if s.name == scale), None)
+        if found is None:
+            raise ConfigError(f"scale {scale!r} is not one of {[s.name for s in self.scales]}")
+        update = {"model": found.model, "token_budget": found.token_budget}
+        return TrainingConfig.model_validate(
+            self.training.model_dump() | {k: v.model_dump() if k == "model" else v for k, v in update.items() if v}
+        )
+
+    @property
+    def scale_names(self) -> list[str]:
+        return [s.name for s in self.scales]
+
+    @model_validator(mode="after")
+    def _scales_usable(self) -> Experiment:
+        names = self.scale_names
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"scales must be a non-empty list of unique names, got {names}")
+        for name in names:  # each run's batch must fit its budget
+            try:
+                self.training_for(name)
+            except ValidationError as exc:
+                raise ValueError(f"scale {name!r}: {exc.errors()[0]['msg']}") from None
+        return self
 
     @model_validator(mode="after")
     def _mixture_names_sources(self) -> Experiment:

@@ -17,7 +17,6 @@ from tpt.versioning import STAGE_CODE_REVISIONS, content_hash, stage_version, ve
 class StagePlan:
     stage: str
     version: str  # own config + upstream versions: names the output directory
-    code_version: str  # own config only: what Dagster compares to mark an asset stale
     path: Path
 
 
@@ -29,7 +28,7 @@ class ExperimentPlan:
     def _plan(self, stage: str, own: object, *upstream: StagePlan, label: str = "") -> StagePlan:
         version = stage_version(stage, own, *(u.version for u in upstream))
         name = f"{label}-{version}" if label else version
-        return StagePlan(stage, version, _code_version(stage, own), self.root / stage / name)
+        return StagePlan(stage, version, self.root / stage / name)
 
     @property
     def corpus(self) -> StagePlan:
@@ -55,23 +54,23 @@ class ExperimentPlan:
         }
         return self._plan("token_shards", own, source, label=variant)
 
-    def mixture(self, variant: str) -> StagePlan:
+    def mixture(self, variant: str, scale: str) -> StagePlan:
+        """Scales with the same budget share one mixture (same version, same directory)."""
         own = {
             "variant": variant,
             "mixture": versioned_fields(self.experiment.mixture),
-            "sequences": self.training_sequences,
+            "sequences": self.training_sequences(scale),
         }
         return self._plan("mixture", own, self.token_shards(variant), label=variant)
 
-    @property
-    def training_sequences(self) -> int:
-        """Sequences one pretraining run reads: whole steps of the token budget."""
-        training = self.experiment.training
+    def training_sequences(self, scale: str) -> int:
+        """Sequences one pretraining run reads: whole steps of the scale's token budget."""
+        training = self.experiment.training_for(scale)
         return training.token_budget // training.batch_tokens * (training.batch_tokens // training.seq_len)
 
-    def checkpoint(self, variant: str) -> StagePlan:
-        own = {"variant": variant, "training": versioned_fields(self.experiment.training)}
-        return self._plan("checkpoint", own, self.mixture(variant), label=variant)
+    def checkpoint(self, variant: str, scale: str) -> StagePlan:
+        own = {"variant": variant, "training": versioned_fields(self.experiment.training_for(scale))}
+        return self._plan("checkpoint", own, self.mixture(variant, scale), label=f"{variant}-{scale}")
 
     def _evaluation(self) -> dict:
         """The evaluation settings every benchmark shares; the list of benchmarks is not one of them, so adding a
@@ -80,20 +79,31 @@ class ExperimentPlan:
         del fields["benchmarks"]
         return fields
 
-    def benchmarks(self, variant: str, benchmark: str) -> StagePlan:
-        """One cell of the (variant x benchmark) matrix: one checkpoint on one benchmark."""
+    def benchmarks(self, variant: str, scale: str, benchmark: str) -> StagePlan:
+        """One cell of the (scale x benchmark) matrix of a variant: one checkpoint on one benchmark."""
         own = {"variant": variant, "benchmark": benchmark, "evaluation": self._evaluation()}
-        return self._plan("benchmarks", own, self.checkpoint(variant), label=f"{variant}-{benchmark}")
+        return self._plan("benchmarks", own, self.checkpoint(variant, scale), label=f"{variant}-{scale}-{benchmark}")
 
-    def benchmarks_code_version(self, variant: str) -> str:
-        """The code version of a variant's benchmark asset, shared by all its benchmark partitions."""
-        return _code_version("benchmarks", {"variant": variant, "evaluation": self._evaluation()})
+    def asset_code_version(self, stage: str, variant: str | None = None) -> str:
+        """What Dagster compares to mark an asset stale: the chained version of what it writes, so a change anywhere
+        upstream marks every asset below it stale at once, before anything reruns (Dagster alone would mark only
+        the changed asset until it has rerun). Dagster keeps one code version per asset, not per partition, so a
+        scale-partitioned asset's covers every scale, and a benchmark asset's leaves out the list of benchmarks:
+        adding one adds cells without marking the finished ones stale."""
+        scales = self.experiment.scale_names
+        if stage in ("corpus", "trajectories", "augmented"):
+            return getattr(self, stage).version
+        if stage == "token_shards":
+            return self.token_shards(variant).version
+        if stage in ("mixture", "checkpoint"):
+            return content_hash(stage, [getattr(self, stage)(variant, s).version for s in scales])
+        if stage == "benchmarks":
+            checkpoints = [self.checkpoint(variant, s).version for s in scales]
+            return content_hash(stage, STAGE_CODE_REVISIONS[stage], self._evaluation(), checkpoints)
+        if stage == "report":
+            return content_hash(stage, [self.asset_code_version("benchmarks", v) for v in self.experiment.variants])
+        raise ValueError(f"no asset for stage {stage!r}")
 
     @property
     def models_dir(self) -> Path:
         return self.root.parent / "_models"
-
-
-def _code_version(stage: str, own: object) -> str:
-    """What Dagster compares to mark an asset stale: the stage's code revision and its own config."""
-    return content_hash(stage, STAGE_CODE_REVISIONS[stage], own)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -52,3 +53,21 @@ def content_hash(*parts: Any, length: int = 12) -> str:
 def stage_version(stage: str, own: Any, *upstream_versions: str) -> str:
     """Version of one stage's output: its code revision, its own versioned config, and what it reads."""
     return content_hash(stage, STAGE_CODE_REVISIONS[stage], own, list(upstream_versions))
+
+
+def folder_digest(folder: Path, cache: Path) -> str:
+    """Content hash of every file in ``folder`` (names and bytes), kept in ``cache`` beside it: a model's weights
+    are read once, however often its finished output is found again."""
+    if cache.exists():
+        return cache.read_text().strip()
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}\0".encode())
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 24):
+                digest.update(chunk)
+    value = digest.hexdigest()[:16]
+    partial = cache.with_name(f".{cache.name}.tmp")
+    partial.write_text(value + "\n")
+    partial.replace(cache)  # a reader sees the whole hash or none
+    return value

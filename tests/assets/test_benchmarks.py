@@ -37,7 +37,7 @@ def cell_experiment(embedded: Experiment, **evaluation) -> Experiment:
 
 def place_checkpoint(experiment: Experiment, root: Path, variant: str, checkpoint: Path) -> None:
     """The tiny checkpoint where the checkpoint stage would have written it."""
-    final = ExperimentPlan(experiment, root).checkpoint(variant).path / "final"
+    final = ExperimentPlan(experiment, root).checkpoint(variant, "base").path / "final"
     final.parent.mkdir(parents=True)
     final.symlink_to(checkpoint, target_is_directory=True)
 
@@ -65,13 +65,14 @@ def cells(embedded: Experiment, tiny_checkpoint: Path, tmp_path_factory: pytest.
     instance = dg.DagsterInstance.ephemeral()
     # an earlier materialization of the gsm8k cell with a perfect score (say, from an earlier checkpoint)
     earlier = dg.AssetMaterialization(
-        assets[0].key, partition="gsm8k", metadata={"score": 1.0, "checkpoint_version": "earlier"}
+        assets[0].key, partition="gsm8k|base", metadata={"score": 1.0, "checkpoint_version": "earlier"}
     )
     instance.report_runless_asset_event(earlier)
     first = {
-        b: dg.materialize(assets, partition_key=b, instance=instance, resources=resources(root)) for b in BENCHMARKS
+        b: dg.materialize(assets, partition_key=f"{b}|base", instance=instance, resources=resources(root))
+        for b in BENCHMARKS
     }
-    again = dg.materialize(assets, partition_key="gsm8k", instance=instance, resources=resources(root))
+    again = dg.materialize(assets, partition_key="gsm8k|base", instance=instance, resources=resources(root))
     return SimpleNamespace(experiment=experiment, root=root, first=first, again=again)
 
 
@@ -119,11 +120,11 @@ def _lm_eval_cli(task_root: Path, model_args: dict, out: Path) -> tuple[dict, di
 def test_scores_and_generations_equal_lm_eval_run_directly(cells, tiny_checkpoint, tmp_path):
     plan = ExperimentPlan(cells.experiment, cells.root)
     catalog = Catalog(cells.root / "catalog.duckdb")
-    model_args = read_json(plan.benchmarks("vanilla", "gsm8k").path / RESULTS_FILE)["model_args"]
+    model_args = read_json(plan.benchmarks("vanilla", "base", "gsm8k").path / RESULTS_FILE)["model_args"]
     assert Path(model_args["pretrained"]) == tiny_checkpoint.resolve()
     theirs, their_samples = _lm_eval_cli(plan.root / "benchmarks", model_args, tmp_path / "lm_eval")
     for benchmark in BENCHMARKS:
-        task, version = f"tpt_{benchmark}", plan.benchmarks("vanilla", benchmark).version
+        task, version = f"tpt_{benchmark}", plan.benchmarks("vanilla", "base", benchmark).version
         cell = ["vanilla", benchmark, version]
         where = "WHERE variant = ? AND benchmark = ? AND benchmarks_version = ?"
         ours = {r["metric"]: r["value"] for r in catalog.query(f"SELECT metric, value FROM scores {where}", cell)}
@@ -151,11 +152,14 @@ def test_each_partition_is_one_cell_with_its_own_version_and_lineage(cells):
     for benchmark, result in cells.first.items():
         meta = _metadata(result)
         assert meta["benchmark"] == benchmark and meta["samples"] == 2 and meta["reused_finished_output"] is False
-        assert meta["stage_version"] == plan.benchmarks("vanilla", benchmark).version
+        assert meta["stage_version"] == plan.benchmarks("vanilla", "base", benchmark).version
         assert meta["test_set_lines_skipped"] == 0 and meta["backend"] == "hf"
         assert _checks(result)["scores_in_unit_range"].passed
         behind = catalog.lineage("cells", "benchmarks", meta["stage_version"])
-        assert [(r["stage"], r["version"]) for r in behind][0] == ("checkpoint", plan.checkpoint("vanilla").version)
+        assert [(r["stage"], r["version"]) for r in behind][0] == (
+            "checkpoint",
+            plan.checkpoint("vanilla", "base").version,
+        )
     assert len({_metadata(r)["stage_version"] for r in cells.first.values()}) == len(BENCHMARKS)
     assert _metadata(cells.again)["reused_finished_output"] is True
 
@@ -183,9 +187,9 @@ def _failure(result: dg.ExecuteInProcessResult) -> str:
 def test_a_missing_checkpoint_fails_the_cell_in_one_line(embedded, tmp_path):
     experiment = cell_experiment(embedded)
     result = dg.materialize(
-        cell_assets(experiment, "tpt"), partition_key="gsm8k", resources=resources(tmp_path), raise_on_error=False
+        cell_assets(experiment, "tpt"), partition_key="gsm8k|base", resources=resources(tmp_path), raise_on_error=False
     )
-    final = ExperimentPlan(experiment, tmp_path.resolve()).checkpoint("tpt").path / "final"
+    final = ExperimentPlan(experiment, tmp_path.resolve()).checkpoint("tpt", "base").path / "final"
     assert _failure(result) == f"EvaluationError: checkpoint {final} does not exist"
 
 
@@ -212,7 +216,7 @@ def test_broken_lines_of_a_user_test_set_are_counted_skips(embedded, tiny_checkp
     experiment = cell_experiment(embedded, benchmarks=["gsm8k"], data_folder=str(folder))
     place_checkpoint(experiment, tmp_path / "art", "vanilla", tiny_checkpoint)
     result = dg.materialize(
-        cell_assets(experiment, "vanilla"), partition_key="gsm8k", resources=resources(tmp_path / "art")
+        cell_assets(experiment, "vanilla"), partition_key="gsm8k|base", resources=resources(tmp_path / "art")
     )
     meta = _metadata(result)
     assert (meta["test_set_docs"], meta["test_set_lines_skipped"], meta["samples"]) == (3, 1, 2)

@@ -5,7 +5,11 @@ from datetime import datetime
 import dagster as dg
 import pytest
 
+from assets.partitions import cell_key
+from assets.stage import ACCELERATOR_POOL
 from pipelines.definitions import build_definitions
+from tpt.config import Experiment
+from tpt.plan import ExperimentPlan
 
 STAGES = {
     "thinking_model": set(),
@@ -38,21 +42,62 @@ def test_embedded_graph_has_every_stage_with_its_dependencies():
     defs = build_definitions()
     assert _graph(defs, "embedded") == STAGES
     assert {j.name for j in defs.jobs} == {
-        f"embedded_{j}" for j in ("corpus", "full_graph", "shards", "generation_estimate", "benchmarks", "report")
+        f"embedded_{j}" for j in ("corpus", "data", "training", "shards", "generation_estimate", "benchmarks", "report")
     }
-    assert [s.name for s in defs.schedules] == ["embedded_benchmarks_nightly"]
-    assert [s.name for s in defs.sensors] == ["embedded_new_shards", "embedded_report"]
+    assert [s.name for s in defs.schedules] == ["embedded_benchmarks_nightly", "embedded_corpus_discovery_daily"]
+    assert [s.name for s in defs.sensors] == ["embedded_new_shards", "embedded_new_checkpoints", "embedded_report"]
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"document_ids_unique_and_counted", "one_trajectory_per_document", "loss_decreased"} <= checks
 
 
-def test_benchmarks_are_partitioned_by_benchmark_and_run_apart_from_the_graph(embedded):
+def with_scales(embedded: Experiment, *scales: dict) -> Experiment:
+    return Experiment.model_validate(embedded.model_dump(mode="json") | {"scales": list(scales)})
+
+
+def test_the_experiment_matrix_partitions_training_and_scores(embedded):
+    """Two scales: each variant's mixture and checkpoint get one partition per scale, its scores one per
+    (scale, benchmark) cell, and a cell depends on exactly its own scale's checkpoint."""
+    budget = 2 * embedded.training.token_budget
+    experiment = with_scales(embedded, {"name": "small"}, {"name": "large", "token_budget": budget})
+    defs = build_definitions([experiment])
+    graph = defs.resolve_asset_graph()
+    benchmarks = list(experiment.evaluation.benchmarks)
+    for variant in experiment.variants:
+        for stage in ("data_mixture", "checkpoint"):
+            node = graph.get(dg.AssetKey(["embedded", f"{stage}_{variant}"]))
+            assert node.partitions_def.get_partition_keys() == ["small", "large"]
+        node = graph.get(dg.AssetKey(["embedded", f"benchmark_scores_{variant}"]))
+        cells = node.partitions_def.get_partition_keys()
+        assert sorted(cells) == sorted(str(cell_key(s, b)) for s in ("small", "large") for b in benchmarks)
+        upstream = graph.get_parent_partition_keys_for_child(
+            cell_key("large", "gsm8k"), dg.AssetKey(["embedded", f"checkpoint_{variant}"]), node.key
+        )
+        assert set(upstream.partitions_subset.get_partition_keys()) == {"large"}
+    plan = ExperimentPlan(experiment, "/a")
+    assert plan.training_sequences("large") == 2 * plan.training_sequences("small")
+    assert plan.checkpoint("tpt", "small").version != plan.checkpoint("tpt", "large").version
+    same_budget = with_scales(
+        embedded, {"name": "a"}, {"name": "b", "model": {**embedded.training.model.model_dump(), "hidden_size": 64}}
+    )
+    other = ExperimentPlan(same_budget, "/a")
+    assert other.mixture("tpt", "a").path == other.mixture("tpt", "b").path  # one mixture serves both sizes
+    assert other.checkpoint("tpt", "a").path != other.checkpoint("tpt", "b").path
+
+
+def test_bad_scales_fail_loading_with_one_line(embedded):
+    with pytest.raises(ValueError, match="unique names"):
+        with_scales(embedded, {"name": "a"}, {"name": "a"})
+    with pytest.raises(ValueError, match="scale 'tiny': .*smaller than one batch"):
+        with_scales(embedded, {"name": "tiny", "token_budget": 100})
+
+
+def test_benchmarks_are_partitioned_by_cell_and_run_apart_from_the_graph(embedded):
     defs = build_definitions([embedded])
     graph = defs.resolve_asset_graph()
     benchmarks = list(embedded.evaluation.benchmarks)
     for variant in embedded.variants:
         node = graph.get(dg.AssetKey(["embedded", f"benchmark_scores_{variant}"]))
-        assert node.partitions_def.get_partition_keys() == benchmarks
+        assert sorted(node.partitions_def.get_partition_keys()) == sorted(f"{b}|base" for b in benchmarks)
     checks = {(c.asset_key.path[-1], c.name) for c in graph.asset_check_keys}
     assert {("benchmark_scores_tpt", "no_score_drop"), ("benchmark_scores_tpt", "scores_in_unit_range")} <= checks
 
@@ -61,18 +106,49 @@ def test_benchmarks_are_partitioned_by_benchmark_and_run_apart_from_the_graph(em
 
     assert selected("benchmarks") == {"benchmark_scores_vanilla", "benchmark_scores_tpt"}
     assert selected("report") == {"report"}
-    assert not selected("full_graph") & {"benchmark_scores_vanilla", "benchmark_scores_tpt", "report"}
-    assert {"corpus", "checkpoint_vanilla", "checkpoint_tpt"} <= selected("full_graph")
+    assert selected("training") == {"data_mixture_vanilla", "data_mixture_tpt", "checkpoint_vanilla", "checkpoint_tpt"}
+    assert {"corpus", "token_shards_vanilla", "token_shards_tpt"} <= selected("data")
+    assert not selected("data") & (selected("training") | selected("benchmarks") | {"report"})
 
 
-def test_nightly_schedule_asks_for_one_run_per_benchmark(embedded):
+def test_schedules_ask_for_every_cell_nightly_and_the_corpus_daily(embedded):
     defs = build_definitions([embedded])
-    schedule = defs.resolve_schedule_def("embedded_benchmarks_nightly")
     night = datetime(2026, 11, 23, 2)
-    with dg.build_schedule_context(scheduled_execution_time=night, repository_def=defs.get_repository_def()) as context:
-        requests = schedule.evaluate_tick(context).run_requests
-    assert [r.partition_key for r in requests] == list(embedded.evaluation.benchmarks)
+
+    def tick(name: str) -> list[dg.RunRequest]:
+        schedule = defs.resolve_schedule_def(name)
+        repository = defs.get_repository_def()
+        with dg.build_schedule_context(scheduled_execution_time=night, repository_def=repository) as context:
+            return schedule.evaluate_tick(context).run_requests
+
+    requests = tick("embedded_benchmarks_nightly")
+    assert sorted(r.partition_key for r in requests) == sorted(f"{b}|base" for b in embedded.evaluation.benchmarks)
     assert len({r.run_key for r in requests}) == len(requests) and all("2026-11-23" in r.run_key for r in requests)
+    [discovery] = tick("embedded_corpus_discovery_daily")
+    assert discovery.run_key == "corpus:2026-11-23" and discovery.tags["trigger"] == "daily"
+    assert defs.resolve_schedule_def("embedded_corpus_discovery_daily").job_name == "embedded_corpus"
+
+
+def test_accelerator_stages_share_one_pool_and_ray_stages_retry(embedded):
+    graph = build_definitions([embedded]).resolve_asset_graph()
+
+    def node(name: str):
+        return graph.get(dg.AssetKey(["embedded", name]))
+
+    on_device = {"thinking_trajectories", "generation_cost_estimate", "checkpoint_tpt", "benchmark_scores_tpt"}
+    assert {n for n in STAGES if node(n).pools == {ACCELERATOR_POOL}} == on_device | {
+        "checkpoint_vanilla",
+        "benchmark_scores_vanilla",
+    }
+    retried = {n for n in STAGES if graph.assets_def_for_key(node(n).key).op.retry_policy}
+    assert retried == {
+        "thinking_trajectories",
+        "token_shards_vanilla",
+        "token_shards_tpt",
+        "checkpoint_vanilla",
+        "checkpoint_tpt",
+    }
+    assert node("checkpoint_tpt").tags.items() >= {"experiment": "embedded", "variant": "tpt"}.items()
 
 
 def test_report_waits_for_the_whole_benchmark_matrix(embedded):
@@ -86,13 +162,13 @@ def test_report_waits_for_the_whole_benchmark_matrix(embedded):
 
     *first, last = embedded.evaluation.benchmarks
     for variant in embedded.variants:
-        materialized(f"checkpoint_{variant}")
+        materialized(f"checkpoint_{variant}", "base")
         for benchmark in first:
-            materialized(f"benchmark_scores_{variant}", benchmark)
+            materialized(f"benchmark_scores_{variant}", cell_key("base", benchmark))
     incomplete = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert incomplete.get_num_requested(report) == 0
     for variant in embedded.variants:
-        materialized(f"benchmark_scores_{variant}", last)
+        materialized(f"benchmark_scores_{variant}", cell_key("base", last))
     complete = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=incomplete.cursor)
     assert complete.get_num_requested(report) == 1
 

@@ -2,11 +2,14 @@
 Ray, real tokenizer, real training, real lm-eval, real DuckDB. Then again, to show nothing is recomputed."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipelines.definitions import build_definitions
@@ -45,14 +48,19 @@ def micro(embedded: Experiment) -> Experiment:
         "checkpoint_every": 2,
     }
     raw["evaluation"] |= {"limit": 1, "max_gen_toks": 8}
+    wide = raw["training"]["model"] | {"hidden_size": 48, "num_heads": 2}
+    raw["scales"] = [{"name": "base"}, {"name": "wide", "model": wide, "token_budget": 4096}]  # a 2-run matrix
     return Experiment.model_validate(raw)
 
 
 @pytest.fixture(scope="module")
-def run(embedded, tmp_path_factory):
-    experiment = micro(embedded)
-    root = tmp_path_factory.mktemp("graph")
-    resources = {
+def instance():
+    with dg.DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def resources_at(root: Path) -> dict:
+    return {
         "storage": ArtifactStorage(root=str(root / "artifacts")),
         "catalog": DuckDBCatalog(path=str(root / "catalog.duckdb")),
         "ray_cluster": RayCluster(num_cpus=2),
@@ -60,8 +68,13 @@ def run(embedded, tmp_path_factory):
         "trainer": Trainer(device="cpu"),
         "evaluator": Evaluator(device="cpu"),
     }
-    defs = build_definitions([experiment], resources)
-    instance = dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture(scope="module")
+def run(embedded, tmp_path_factory, instance):
+    experiment = micro(embedded)
+    root = tmp_path_factory.mktemp("graph")
+    defs = build_definitions([experiment], resources_at(root))
     first = run_experiment(defs, experiment, instance)
     second = run_experiment(defs, experiment, instance)
     return experiment, root, first, second
@@ -80,7 +93,8 @@ def _metadata(results: list[dg.ExecuteInProcessResult], name: str) -> dict:
 def test_every_asset_and_check_succeeds(run):
     experiment, _, first, _ = run
     benchmarks = list(experiment.evaluation.benchmarks)
-    jobs = ["corpus", "full_graph", *["benchmarks"] * len(benchmarks), "report"]
+    scales = experiment.scale_names
+    jobs = ["corpus", "data", *["training"] * len(scales), *["benchmarks"] * len(benchmarks) * len(scales), "report"]
     assert [r.job_def.name for r in first] == [f"micro_{j}" for j in jobs]
     assert all(r.success for r in first)
     per_asset = {}
@@ -89,17 +103,11 @@ def test_every_asset_and_check_succeeds(run):
     shards = ["shard-00000", "shard-00001"]
     for name in ("thinking_trajectories", "augmented_documents", "token_shards_vanilla", "token_shards_tpt"):
         assert sorted(per_asset.pop(name)) == shards  # one materialization per shard partition
-    for variant in experiment.variants:  # one run per benchmark partition, each variant's cell in it
-        assert per_asset.pop(f"benchmark_scores_{variant}") == benchmarks
-    assert per_asset.pop("corpus") == [None, None]  # the corpus job, then the graph run found it finished
-    assert set(per_asset) == {
-        "thinking_model",
-        "data_mixture_vanilla",
-        "data_mixture_tpt",
-        "checkpoint_vanilla",
-        "checkpoint_tpt",
-        "report",
-    }
+    for variant in experiment.variants:  # one run per scale, then per (scale, benchmark) cell
+        assert per_asset.pop(f"data_mixture_{variant}") == per_asset.pop(f"checkpoint_{variant}") == scales
+        assert per_asset.pop(f"benchmark_scores_{variant}") == [f"{b}|{s}" for s in scales for b in benchmarks]
+    assert per_asset.pop("corpus") == [None, None]  # the corpus job, then the data run found it finished
+    assert set(per_asset) == {"thinking_model", "report"}
     checks = [c for r in first for c in r.get_asset_check_evaluations()]
     assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
 
@@ -141,12 +149,20 @@ def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):
     assert trajectories["output_tokens"] > 0 and trajectories["engine"].startswith("transformers-")
     vanilla, tpt = (_metadata(first, f"token_shards_{v}") for v in ("vanilla", "tpt"))
     assert tpt["real_tokens"] > vanilla["real_tokens"]
-    ckpts = {v: _metadata(first, f"checkpoint_{v}") for v in ("vanilla", "tpt")}
-    assert ckpts["vanilla"]["tokens_seen"] == ckpts["tpt"]["tokens_seen"] == experiment.training.token_budget
-    for ckpt in ckpts.values():
+    ckpts = {
+        (v, e.partition): {k: m.value for k, m in e.materialization.metadata.items()}
+        for e in _events(first)
+        for v in ("vanilla", "tpt")
+        if e.asset_key.path[-1] == f"checkpoint_{v}"
+    }
+    assert len(ckpts) == 2 * len(experiment.scales)
+    for (variant, scale), ckpt in ckpts.items():
+        training = experiment.training_for(scale)
+        assert ckpt["tokens_seen"] == ckpts["vanilla" if variant == "tpt" else "tpt", scale]["tokens_seen"]
+        assert ckpt["tokens_seen"] == training.token_budget and ckpt["scale"] == scale
         assert ckpt["final_loss"] < ckpt["first_loss"]
         model = AutoModelForCausalLM.from_pretrained(ckpt["final_model"])
-        assert model.config.hidden_size == 32
+        assert model.config.hidden_size == training.model.hidden_size
     plan = ExperimentPlan(experiment, root / "artifacts")
     augmented = pq.read_table(plan.augmented.path / "shard-00000.parquet").to_pylist()
     thinking = {
@@ -166,34 +182,39 @@ def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
         if event.asset_key.path[-1].startswith("benchmark_scores_"):
             meta = {k: v.value for k, v in event.materialization.metadata.items()}
             cells[(meta["variant"], event.partition)] = meta
-    assert len(cells) == len(experiment.variants) * len(experiment.evaluation.benchmarks)
-    for (variant, benchmark), meta in cells.items():
+    assert len(cells) == len(experiment.variants) * len(experiment.evaluation.benchmarks) * len(experiment.scales)
+    for (variant, cell), meta in cells.items():
+        benchmark, scale = cell.split("|")
         assert meta["benchmark"] == benchmark and 0.0 <= meta["score"] <= 1.0 and meta["samples"] == 1
-        assert meta["stage_version"] == plan.benchmarks(variant, benchmark).version
+        assert meta["stage_version"] == plan.benchmarks(variant, scale, benchmark).version
+        links = {"checkpoint": f"checkpoint_{variant}", "mixture": f"data_mixture_{variant}", "corpus": "corpus"}
+        assert all(f"[{stage}](/assets/micro/{asset})" in meta["lineage"] for stage, asset in links.items())
+        assert ("thinking_trajectories" in meta["lineage"]) is (variant == "tpt")
         samples = catalog.query(
             "SELECT count(*) AS n, sum(correct::INT) AS right FROM eval_samples "
             "WHERE variant = ? AND benchmark = ? AND benchmarks_version = ?",
             [variant, benchmark, meta["stage_version"]],
         )
         assert samples == [{"n": 1, "right": round(meta["score"])}]
-    behind = catalog.lineage("micro", "benchmarks", plan.benchmarks("tpt", "gsm8k").version)
+    behind = catalog.lineage("micro", "benchmarks", plan.benchmarks("tpt", "wide", "gsm8k").version)
     assert [(r["stage"], r["version"], r["depth"]) for r in behind] == [
-        ("checkpoint", plan.checkpoint("tpt").version, 1),
-        ("mixture", plan.mixture("tpt").version, 2),
+        ("checkpoint", plan.checkpoint("tpt", "wide").version, 1),
+        ("mixture", plan.mixture("tpt", "wide").version, 2),
         ("token_shards", plan.token_shards("tpt").version, 3),
         ("augmented", plan.augmented.version, 4),
         ("corpus", plan.corpus.version, 5),
         ("trajectories", plan.trajectories.version, 5),
         ("corpus", plan.corpus.version, 6),
     ]
-    inputs = catalog.score_inputs("micro", "tpt", "gsm8k", plan.benchmarks("tpt", "gsm8k").version)
+    inputs = catalog.score_inputs("micro", "tpt", "gsm8k", plan.benchmarks("tpt", "wide", "gsm8k").version)
     rows = {u["stage"]: u["rows"] for u in inputs["upstream"]}
-    assert Path(rows["checkpoint"][0]["path"]).resolve() == (plan.checkpoint("tpt").path / "final").resolve()
+    assert Path(rows["checkpoint"][0]["path"]).resolve() == (plan.checkpoint("tpt", "wide").path / "final").resolve()
+    assert rows["checkpoint"][0]["scale"] == "wide"
     shards = ["shard-00000", "shard-00001"]
     assert [r["shard"] for r in rows["token_shards"]] == [r["shard"] for r in rows["trajectories"]] == shards
     assert sum(r["documents"] for r in rows["corpus"]) == 8
     report = _metadata(first, "report")
-    assert "gsm8k" in report["scores"] and "paper 8B 100B tok tpt" in report["scores"]
+    assert "gsm8k" in report["scores"] and "paper 8B 100B tok tpt" in report["scores"] and "wide" in report["scores"]
     assert "data:image/png;base64," in report["loss_curves"]
 
 
@@ -206,10 +227,10 @@ def test_lineage_command_lists_the_inputs_behind_one_score(run, tmp_path, monkey
     assert main(["lineage", str(path), "--variant", "vanilla", "--benchmark", "mbpp"]) == 0
     found = json.loads(capsys.readouterr().out)
     plan = ExperimentPlan(experiment, root / "artifacts")
-    assert found["version"] == plan.benchmarks("vanilla", "mbpp").version
+    assert found["version"] == plan.benchmarks("vanilla", "base", "mbpp").version and found["scale"] == "base"
     assert [(u["stage"], u["version"]) for u in found["upstream"]] == [
-        ("checkpoint", plan.checkpoint("vanilla").version),
-        ("mixture", plan.mixture("vanilla").version),
+        ("checkpoint", plan.checkpoint("vanilla", "base").version),
+        ("mixture", plan.mixture("vanilla", "base").version),
         ("token_shards", plan.token_shards("vanilla").version),
         ("corpus", plan.corpus.version),
     ]
@@ -223,9 +244,9 @@ def test_tokens_seen_per_source_is_a_catalog_query_that_follows_the_mixture(run)
     catalog = Catalog(root / "catalog.duckdb")
     plan = ExperimentPlan(experiment, root / "artifacts")
     for variant in experiment.variants:
-        seen = catalog.tokens_seen("micro", plan.checkpoint(variant).version)
+        seen = catalog.tokens_seen("micro", plan.checkpoint(variant, "base").version)
         assert [r["source"] for r in seen] == ["openwebtext", "wikipedia"]
-        half = plan.training_sequences // 2  # weights 0.5 / 0.5
+        half = plan.training_sequences("base") // 2  # weights 0.5 / 0.5
         assert [r["sequences"] for r in seen] == [half, half]
         packed = catalog.query(
             "SELECT source, sum(real_tokens) AS n FROM token_sources WHERE tokens_version = ? GROUP BY source",
@@ -234,7 +255,7 @@ def test_tokens_seen_per_source_is_a_catalog_query_that_follows_the_mixture(run)
         assert {r["source"] for r in packed} == {"openwebtext", "wikipedia"}
         assert all(0 < r["real_tokens"] <= half * experiment.training.seq_len for r in seen)
         report = _metadata(first, "report")["real_tokens_seen_by_source"]
-        assert report[variant] == {r["source"]: r["real_tokens"] for r in seen}
+        assert report[f"{variant}@base"] == {r["source"]: r["real_tokens"] for r in seen}
 
 
 def test_second_run_recomputes_nothing(run):
@@ -244,5 +265,100 @@ def test_second_run_recomputes_nothing(run):
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
         if "reused_finished_output" in meta:
             assert meta["reused_finished_output"] is True, event.asset_key
-    trained = read_json(ExperimentPlan(experiment, root / "artifacts").checkpoint("tpt").path / "train_result.json")
-    assert trained["resumed_from_step"] == 0  # trained once, never again
+    for scale in experiment.scale_names:
+        stage = ExperimentPlan(experiment, root / "artifacts").checkpoint("tpt", scale)
+        assert read_json(stage.path / "train_result.json")["resumed_from_step"] == 0  # trained once, never again
+
+
+def _changed(experiment: Experiment, section: str, **fields) -> Experiment:
+    raw = experiment.model_dump(mode="json")
+    raw[section] |= fields
+    return Experiment.model_validate(raw)
+
+
+def _stale(experiment: Experiment, root: Path, instance: dg.DagsterInstance) -> set[str]:
+    """What the UI marks stale for this config against the runs in the instance, through Dagster's own resolver."""
+    graph = build_definitions([experiment], resources_at(root)).resolve_asset_graph()
+    view = AssetGraphView(
+        temporal_context=TemporalContext(effective_dt=datetime.now(UTC), last_event_id=None),
+        instance=instance,
+        asset_graph=graph,
+    )
+    resolver = CachingStaleStatusResolver(instance, graph, loading_context=view)
+    stale = set()
+    for key in graph.get_all_asset_keys():
+        partitions_def = graph.get(key).partitions_def
+        partitions = partitions_def.get_partition_keys(dynamic_partitions_store=instance) if partitions_def else [None]
+        if any(resolver.get_status(key, p) == StaleStatus.STALE for p in partitions):
+            stale.add(key.path[-1])
+    return stale
+
+
+TPT_BELOW_THINKING = {
+    "thinking_trajectories",
+    "augmented_documents",
+    "token_shards_tpt",
+    "data_mixture_tpt",
+    "checkpoint_tpt",
+    "benchmark_scores_tpt",
+    "report",
+}
+
+
+def test_staleness_follows_what_changed(run, instance):
+    experiment, root, _, _ = run
+    assert _stale(experiment, root, instance) == set()  # an unchanged graph after a full run: nothing stale
+    prompt = experiment.generation.prompt.model_copy(update={"version": "tpt-paper-v2"})
+    assert _stale(_changed(experiment, "generation", prompt=prompt.model_dump()), root, instance) == (
+        TPT_BELOW_THINKING
+    )
+    evaluation = _changed(experiment, "evaluation", max_gen_toks=16)
+    assert _stale(evaluation, root, instance) == {"benchmark_scores_vanilla", "benchmark_scores_tpt", "report"}
+
+
+def test_a_new_checkpoint_asks_for_exactly_its_missing_cells(run, instance):
+    experiment, root, _, _ = run
+
+    def tick(config: Experiment, cursor: str | None):
+        defs = build_definitions([config], resources_at(root))
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=resources_at(root)
+        )
+        with context:
+            return defs.resolve_sensor_def("micro_new_checkpoints").evaluate_tick(context)
+
+    scored = tick(experiment, None)  # every checkpoint already has all its scores
+    assert scored.run_requests == [] and scored.cursor is not None
+    unscored = tick(_changed(experiment, "evaluation", max_gen_toks=16), None)
+    cells = sorted((r.asset_selection[0].path[-1], r.partition_key) for r in unscored.run_requests)
+    assert cells == sorted(
+        (f"benchmark_scores_{v}", f"{b}|{s}")
+        for v in experiment.variants
+        for s in experiment.scale_names
+        for b in experiment.evaluation.benchmarks
+    )  # once per cell, though each checkpoint was materialized twice
+    assert tick(_changed(experiment, "evaluation", max_gen_toks=16), unscored.cursor).run_requests == []
+
+
+def test_lineage_command_lists_the_scores_one_document_stands_behind(run, tmp_path, monkeypatch, capsys):
+    experiment, root, _, _ = run
+    path = tmp_path / "micro.yaml"
+    path.write_text(json.dumps(experiment.model_dump(mode="json")))
+    monkeypatch.setenv("TPT_ARTIFACT_ROOT", str(root / "artifacts"))
+    monkeypatch.setenv("TPT_CATALOG", str(root / "catalog.duckdb"))
+    catalog = Catalog(root / "catalog.duckdb")
+    [doc] = catalog.query("SELECT doc_id, shard FROM documents ORDER BY doc_id LIMIT 1")
+    assert main(["lineage", str(path), "--document", doc["doc_id"]]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [t["shard"] for t in found["trajectories"]] == [doc["shard"]]
+    cells = {(r["variant"], r["scale"], r["benchmark"]) for r in found["scores"]}
+    assert cells == {
+        (v, s, b) for v in experiment.variants for s in experiment.scale_names for b in experiment.evaluation.benchmarks
+    }
+    assert {c["checkpoint_version"] for c in found["checkpoints"]} == {
+        ExperimentPlan(experiment, root / "artifacts").checkpoint(v, s).version
+        for v in experiment.variants
+        for s in experiment.scale_names
+    }
+    assert main(["lineage", str(path), "--document", "no-such-doc"]) == 2
+    assert "not in the catalog" in capsys.readouterr().err

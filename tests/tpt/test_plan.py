@@ -9,8 +9,11 @@ def versions(experiment: Experiment) -> dict[str, str]:
     plan = ExperimentPlan(experiment, "/artifacts")
     out = {s: getattr(plan, s).version for s in STAGES}
     for v in experiment.variants:
-        out |= {f"{s}_{v}": getattr(plan, s)(v).version for s in VARIANT_STAGES}
-        out |= {f"benchmarks_{v}_{b}": plan.benchmarks(v, b).version for b in experiment.evaluation.benchmarks}
+        out |= {
+            f"token_shards_{v}": plan.token_shards(v).version,
+            f"checkpoint_{v}": plan.checkpoint(v, "base").version,
+        }
+        out |= {f"benchmarks_{v}_{b}": plan.benchmarks(v, "base", b).version for b in experiment.evaluation.benchmarks}
     return out
 
 
@@ -56,8 +59,10 @@ def test_adding_a_benchmark_adds_cells_and_changes_no_finished_one(embedded):
     assert set(after) - set(before) == cells(embedded, "vanilla", "tpt") - cells(fewer, "vanilla", "tpt")
     assert {k: after[k] for k in before} == before
     old, new = ExperimentPlan(fewer, "/a"), ExperimentPlan(embedded, "/a")
-    assert all(old.benchmarks_code_version(v) == new.benchmarks_code_version(v) for v in ("vanilla", "tpt"))
-    assert new.benchmarks("tpt", "gsm8k").path.name.startswith("tpt-gsm8k-")
+    assert all(
+        old.asset_code_version("benchmarks", v) == new.asset_code_version("benchmarks", v) for v in ("vanilla", "tpt")
+    )
+    assert new.benchmarks("tpt", "base", "gsm8k").path.name.startswith("tpt-base-gsm8k-")
 
 
 def test_seq_len_changes_training_side_only(embedded):
@@ -66,11 +71,16 @@ def test_seq_len_changes_training_side_only(embedded):
     assert changed(embedded, after) == expected
 
 
-def test_paths_name_the_version_and_code_version_ignores_upstream(embedded):
+def test_paths_name_the_version_and_code_versions_follow_upstream(embedded):
     plan = ExperimentPlan(embedded, "/artifacts")
     assert plan.trajectories.path.name == plan.trajectories.version
-    assert plan.checkpoint("tpt").path.name == f"tpt-{plan.checkpoint('tpt').version}"
+    assert plan.checkpoint("tpt", "base").path.name == f"tpt-base-{plan.checkpoint('tpt', 'base').version}"
     corpus_edit = edit(embedded, "corpus", min_chars=10)
     other = ExperimentPlan(corpus_edit, "/artifacts")
     assert other.trajectories.version != plan.trajectories.version  # upstream changed: new output
-    assert other.trajectories.code_version == plan.trajectories.code_version  # own config did not
+    # and Dagster sees a new code version on every asset below the change at once, before anything reruns
+    for stage, variant in [("trajectories", None), ("checkpoint", "vanilla"), ("benchmarks", "tpt"), ("report", None)]:
+        assert other.asset_code_version(stage, variant) != plan.asset_code_version(stage, variant)
+    evaluation_edit = ExperimentPlan(edit(embedded, "evaluation", max_gen_toks=7), "/artifacts")
+    assert evaluation_edit.asset_code_version("checkpoint", "tpt") == plan.asset_code_version("checkpoint", "tpt")
+    assert evaluation_edit.asset_code_version("report") != plan.asset_code_version("report")
