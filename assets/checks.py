@@ -13,17 +13,23 @@ from tpt.atomic import read_json
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest, read_contamination
 from tpt.generation.shard_runner import SUCCESS, read_trajectories
+from tpt.tokenization.mixture import ResolvedMixture
 
 MAX_GENERATION_ERROR_SHARE = 0.05
 
 
 def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
-    checks = [_corpus_ids_unique(experiment), _every_document_has_thinking(experiment)]
+    checks = [
+        _corpus_ids_unique(experiment),
+        _every_document_has_thinking(experiment),
+        _augmented_rows_match_corpus(experiment),
+    ]
     if experiment.corpus.decontamination is not None:
         checks.append(_corpus_decontaminated(experiment))
     for variant in experiment.variants:
         checks += [
             _token_documents_match(experiment, variant),
+            _mixture_fills_the_budget(experiment, variant),
             _loss_decreased(experiment, variant),
             *_benchmark_checks(experiment, variant),
         ]
@@ -114,6 +120,66 @@ def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefini
                 "error_share": error_share,
             },
         )
+
+    return check
+
+
+def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=keys.key(experiment, keys.AUGMENTED), name="same_documents_as_the_corpus")
+    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
+        plan = storage.plan(experiment)
+        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+        if manifest is None:
+            return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
+        written = [s for s in manifest.shard_names if (plan.augmented.path / f"{s}.parquet").exists()]
+        mismatched, missing_columns = [], set()
+        for shard in written:
+            augmented = pq.read_table(plan.augmented.path / f"{shard}.parquet")
+            missing_columns |= {"doc_id", "source", "text", "has_thinking"} - set(augmented.column_names)
+            corpus_ids = pq.read_table(plan.corpus.path / f"{shard}.parquet", columns=["doc_id"])["doc_id"]
+            if sorted(augmented["doc_id"].to_pylist()) != sorted(corpus_ids.to_pylist()):
+                mismatched.append(shard)
+        return dg.AssetCheckResult(
+            passed=not mismatched and not missing_columns,
+            metadata={
+                "written_shards": len(written),
+                "mismatched_shards": mismatched,
+                "missing_columns": sorted(missing_columns),
+            },
+        )
+
+    return check
+
+
+def _mixture_fills_the_budget(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
+    """The order holds exactly the run's sequences, every id names a packed sequence, and the per-source rows add up."""
+    with warnings.catch_warnings():  # partitioned asset checks are a preview in Dagster 1.13; we rely on them knowingly
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+        @dg.asset_check(
+            asset=keys.key(experiment, keys.MIXTURE, variant),
+            name="order_fills_the_token_budget",
+            partitions_def=scale_partitions(experiment),
+        )
+        def check(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
+            plan = storage.plan(experiment)
+            stage = plan.mixture(variant, context.partition_key)
+            if not ResolvedMixture.exists(stage.path):
+                return dg.AssetCheckResult(passed=False, description=f"no resolved mixture in {stage.path}")
+            mixture = ResolvedMixture.load(stage.path)
+            packed = sum(read_json(p)["n_sequences"] for p in plan.token_shards(variant).path.glob("shard-*.json"))
+            expected = plan.training_sequences(context.partition_key)
+            selected = sum(share.selected_sequences for share in mixture.shares)
+            in_range = bool(mixture.order.size) and int(mixture.order.min()) >= 0 and int(mixture.order.max()) < packed
+            return dg.AssetCheckResult(
+                passed=mixture.order.size == expected == selected and in_range,
+                metadata={
+                    "sequences": int(mixture.order.size),
+                    "budget_sequences": expected,
+                    "selected_by_sources": selected,
+                    "packed_sequences": packed,
+                },
+            )
 
     return check
 

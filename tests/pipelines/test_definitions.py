@@ -46,8 +46,11 @@ def test_embedded_graph_has_every_stage_with_its_dependencies():
     }
     assert [s.name for s in defs.schedules] == ["embedded_benchmarks_nightly", "embedded_corpus_discovery_daily"]
     assert [s.name for s in defs.sensors] == ["embedded_new_shards", "embedded_new_checkpoints", "embedded_report"]
-    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"document_ids_unique_and_counted", "one_trajectory_per_document", "loss_decreased"} <= checks
+    checks = {(c.asset_key.path[-1], c.name) for c in defs.resolve_asset_graph().asset_check_keys}
+    checked = {asset for asset, _ in checks}
+    assert checked == set(STAGES) - {"thinking_model", "generation_cost_estimate", "report"}  # every data stage
+    assert {("augmented_documents", "same_documents_as_the_corpus"), ("checkpoint_tpt", "loss_decreased")} <= checks
+    assert ("data_mixture_vanilla", "order_fills_the_token_budget") in checks
 
 
 def with_scales(embedded: Experiment, *scales: dict) -> Experiment:
