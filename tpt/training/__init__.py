@@ -1,7 +1,7 @@
 """Pretraining a LLaMA-architecture model on packed token shards: plain torch, no orchestration imports."""
 
 from tpt.training.checkpoint import CheckpointError, training_fingerprint
-from tpt.training.loop import TrainResult, train
+from tpt.training.loop import TrainingInputError, TrainResult, train
 from tpt.training.model import (
     MemoryEstimate,
     ModelTooLargeError,
@@ -20,6 +20,7 @@ __all__ = [
     "ModelTooLargeError",
     "SpecialTokens",
     "TrainResult",
+    "TrainingInputError",
     "build_model",
     "check_fits",
     "flops_per_token",

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from tpt.atomic import write_atomic, write_json
 from tpt.config import TrainingConfig
+from tpt.errors import InputError
 from tpt.progress import Progress
 from tpt.tokenization.tokenizer import load_tokenizer, special_ids
 from tpt.training.checkpoint import (
@@ -52,24 +53,38 @@ from tpt.training.model import (
     param_count,
 )
 from tpt.training.optim import make_optimizer, make_scheduler
+from tpt.training.sharding import export_sharded, gather_state, restore_state, shard_model
 from tpt.versioning import content_hash
 
 IGNORE = -100
 StepCallback = Callable[[int, float, float, int, float], None]
 
 
+class TrainingInputError(InputError, ValueError):
+    """Data, tokenizer or launch that does not match the training config; the message is one line."""
+
+
 @dataclass(frozen=True)
 class DataParallel:
     """This process's place in a data-parallel run whose ``torch.distributed`` group is already up (Ray Train
     starts it). Each rank takes every ``world_size``-th sequence of a step; gradients and losses are summed over
-    ranks, so the step equals the single-process step on the same global batch up to float summation order."""
+    ranks, so the step equals the single-process step on the same global batch up to float summation order.
+
+    ``strategy``: ``ddp`` keeps a whole model per rank and all-reduces the gradients once per step; ``fsdp``
+    shards weights, gradients and AdamW moments over the ranks (``sharding.py``), for models that do not fit one
+    device, at the cost of all-gathering each layer's weights in every forward and backward."""
 
     rank: int
     world_size: int
+    strategy: Literal["ddp", "fsdp"] = "ddp"
 
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        return self.strategy == "fsdp"
 
 
 @dataclass(frozen=True)
@@ -123,26 +138,34 @@ def train(
     started = time.monotonic()
     out_dir, cuda = Path(out_dir), device.startswith("cuda")
     chief = parallel is None or parallel.is_chief
+    sharded = parallel is not None and parallel.sharded
     if not chief:
         log = _silent
     if shards.seq_len != config.seq_len:
-        raise ValueError(f"token shards are packed at seq_len {shards.seq_len}, the config trains at {config.seq_len}")
+        raise TrainingInputError(
+            f"token shards are packed at seq_len {shards.seq_len}, the config trains at {config.seq_len}"
+        )
     ids = special_ids(load_tokenizer(tokenizer_dir))
     if ids.vocab_size != shards.vocab_size:
-        raise ValueError(f"tokenizer {tokenizer_dir} has {ids.vocab_size} tokens, the shards {shards.vocab_size}")
+        raise TrainingInputError(
+            f"tokenizer {tokenizer_dir} has {ids.vocab_size} tokens, the shards {shards.vocab_size}"
+        )
     total_steps = config.token_budget // config.batch_tokens
     per_step = config.batch_tokens // config.seq_len
     order = order or DataOrder(len(shards), config.seed)
     try:
         order.indices(total_steps * per_step - 1, 1)
     except IndexError as exc:
-        raise ValueError(f"the data order does not cover {total_steps} steps: {exc}") from None
+        raise TrainingInputError(
+            f"the token budget needs {total_steps * per_step} sequences ({total_steps} steps) but the data order "
+            f"ends before that: {exc}"
+        ) from None
     fingerprint, data_fingerprint = training_fingerprint(config), content_hash(shards.fingerprint, order.fingerprint)
 
     # Everything that can refuse the run does so before any tensor is allocated.
     ckpt_root = out_dir / "checkpoints"
     if parallel is not None and per_step % parallel.world_size:
-        raise ValueError(f"{per_step} sequences per step do not split over {parallel.world_size} ranks")
+        raise TrainingInputError(f"{per_step} sequences per step do not split over {parallel.world_size} ranks")
     if chief:
         remove_partial(ckpt_root)
     existing = checkpoint_dirs(ckpt_root)
@@ -150,11 +173,17 @@ def train(
     vocab = shards.vocab_size
     n_params, fpt = param_count(config.model, vocab), flops_per_token(config.model, vocab, config.seq_len)
     estimate = memory_estimate(
-        config.model, vocab, config.seq_len, config.micro_batch_size, activation_bytes=2 if cuda else 4
+        config.model,
+        vocab,
+        config.seq_len,
+        config.micro_batch_size,
+        activation_bytes=2 if cuda else 4,
+        shards=parallel.world_size if sharded else 1,
     )
     check_fits(estimate, device, memory_limit_bytes)
     log(
-        f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{estimate.total / 2**30:.2f} GiB; "
+        f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{estimate.total / 2**30:.2f} GiB"
+        f"{f' per rank (FSDP over {parallel.world_size})' if sharded else ''}; "
         f"{total_steps} steps x {per_step} sequences of {config.seq_len}, "
         f"{order.epochs(total_steps * per_step):.2f} epoch(s) over {len(shards)} sequences on {device}"
     )
@@ -162,14 +191,21 @@ def train(
     with _deterministic(device):
         torch.manual_seed(config.seed)
         special = SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id)
-        model = build_model(llama_config(config.model, vocab, config.seq_len, special)).to(device)
+        model = build_model(llama_config(config.model, vocab, config.seq_len, special))
+        if sharded:
+            shard_model(model, device)
+        else:
+            model = model.to(device)
         optimizer = make_optimizer(model, config, device)
         scheduler = make_scheduler(optimizer, config, total_steps)
         start_step, curve = 0, []
         if meta is not None:
             state = load_state(existing[-1], meta)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            if sharded:
+                restore_state(model, optimizer, state["model"], state["optimizer"])
+            else:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             _set_rng(state["rng"], cuda)
             start_step, curve = int(state["step"]), list(state["curve"])
@@ -185,14 +221,14 @@ def train(
                 indices = indices[parallel.rank :: parallel.world_size]
             tokens, lengths = shards.batch(indices)
             lr = optimizer.param_groups[0]["lr"]
-            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast, parallel is not None)
+            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast, parallel)
             optimizer.step()
             scheduler.step()
             done, session_tokens = step + 1, session_tokens + config.batch_tokens
             tokens_per_s = session_tokens / max(time.monotonic() - loop_start, 1e-9)
             curve.append(dict(step=done, loss=loss, lr=lr, grad_norm=grad_norm, tokens_seen=done * config.batch_tokens))
-            if chief and (done % config.checkpoint_every == 0 or done == total_steps):
-                state = _training_state(model, optimizer, scheduler, cuda, done, done * per_step, curve)
+            if (chief or sharded) and (done % config.checkpoint_every == 0 or done == total_steps):
+                state = _training_state(model, optimizer, scheduler, cuda, done, done * per_step, curve, sharded)
                 meta_out = dict(
                     fingerprint=fingerprint,
                     data_fingerprint=data_fingerprint,
@@ -200,14 +236,18 @@ def train(
                     config=config.model_dump(mode="json"),
                     loss=loss,
                 )
-                save_checkpoint(ckpt_root, done, state, meta_out, keep=keep_checkpoints)
+                if chief:
+                    save_checkpoint(ckpt_root, done, state, meta_out, keep=keep_checkpoints)
             progress.advance(1, amount=config.batch_tokens, extra=f"loss {loss:.4f}, lr {lr:.2e}")
             if on_step is not None:
                 on_step(done, loss, lr, done * config.batch_tokens, tokens_per_s)
 
-        if not chief:  # the chief (rank 0) writes everything; the other ranks' copies are identical
+        if sharded:  # every rank takes part in gathering the weights
+            final_model = export_sharded(model, tokenizer_dir, out_dir / "final")
+        elif chief:
+            final_model = export_hf(model, tokenizer_dir, out_dir / "final")
+        if not chief:  # the chief (rank 0) writes everything
             return None
-        final_model = export_hf(model, tokenizer_dir, out_dir / "final")
 
     losses = [float(row["loss"]) for row in curve]
     result = TrainResult(
@@ -242,15 +282,17 @@ def _train_step(
     config: TrainingConfig,
     device: str,
     autocast: Any,
-    distributed: bool = False,
+    parallel: DataParallel | None = None,
 ) -> tuple[float, float]:
     """Gradients of the batch loss (the caller takes the optimizer step); returns (loss, grad norm before clipping).
 
     Distributed, ``tokens`` is this rank's share of the batch: the loss is normalised by the targets of the whole
-    batch and gradients and loss are summed over ranks, which is the full batch's gradient and loss."""
+    batch and gradients and loss are summed over ranks, which is the full batch's gradient and loss. Under FSDP
+    each backward reduce-scatters (sums) the gradients into this rank's shard, and the norm that clipping uses is
+    computed over all shards."""
     model.zero_grad(set_to_none=True)
     n_targets = torch.tensor(int(np.clip(lengths - 1, 0, None).sum()), device=device)
-    if distributed:
+    if parallel is not None:
         torch.distributed.all_reduce(n_targets)
     n_targets = max(int(n_targets), 1)
     total = torch.zeros((), device=device)
@@ -265,7 +307,9 @@ def _train_step(
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
         (loss / n_targets).backward()
         total += loss.detach()
-    if distributed:
+    if parallel is not None and parallel.sharded:
+        torch.distributed.all_reduce(total)
+    elif parallel is not None:
         _sum_over_ranks(model, total)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     return (total / n_targets).item(), float(grad_norm)
@@ -302,12 +346,20 @@ def _deterministic(device: str) -> Iterator[None]:
 
 
 def _training_state(
-    model: torch.nn.Module, optimizer: Any, scheduler: Any, cuda: bool, step: int, position: int, curve: list
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    cuda: bool,
+    step: int,
+    position: int,
+    curve: list,
+    sharded: bool,
 ) -> dict[str, Any]:
     """Everything a step depends on, so the next step after a resume is the one an unbroken run takes."""
+    weights, moments = gather_state(model, optimizer) if sharded else (model.state_dict(), optimizer.state_dict())
     return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": weights,
+        "optimizer": moments,
         "scheduler": scheduler.state_dict(),
         "rng": _get_rng(cuda),
         "step": step,

@@ -6,6 +6,7 @@ before a single tensor is allocated, and throughput can be reported as model FLO
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -60,15 +61,19 @@ def embedding_params(shape: ModelShape, vocab_size: int) -> int:
     return vocab_size * shape.hidden_size
 
 
-def param_count(shape: ModelShape, vocab_size: int) -> int:
-    """Exact number of parameters of ``LlamaForCausalLM`` for this shape (checked against the built model)."""
+def layer_params(shape: ModelShape) -> int:
+    """Parameters of one decoder layer."""
     h, head_dim = shape.hidden_size, shape.hidden_size // shape.num_heads
     kv = shape.num_kv_heads * head_dim
     attention = h * h + 2 * h * kv + h * h  # q, k, v, o projections, no biases
     mlp = 3 * h * shape.intermediate_size  # gate, up, down
-    per_layer = attention + mlp + 2 * h  # two RMSNorm weights
-    lm_head = 0 if shape.tie_embeddings else vocab_size * h
-    return embedding_params(shape, vocab_size) + shape.num_layers * per_layer + h + lm_head
+    return attention + mlp + 2 * h  # two RMSNorm weights
+
+
+def param_count(shape: ModelShape, vocab_size: int) -> int:
+    """Exact number of parameters of ``LlamaForCausalLM`` for this shape (checked against the built model)."""
+    lm_head = 0 if shape.tie_embeddings else vocab_size * shape.hidden_size
+    return embedding_params(shape, vocab_size) + shape.num_layers * layer_params(shape) + shape.hidden_size + lm_head
 
 
 def flops_per_token(shape: ModelShape, vocab_size: int, seq_len: int) -> int:
@@ -92,17 +97,29 @@ class MemoryEstimate:
     gradients: int
     optimizer: int
     activations: int
+    gathered: int = 0  # FSDP: whole weights and gradients of the units being computed
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return self.weights + self.gradients + self.optimizer + self.activations + self.gathered
 
 
 def memory_estimate(
-    shape: ModelShape, vocab_size: int, seq_len: int, micro_batch_size: int, *, activation_bytes: int = 4
+    shape: ModelShape,
+    vocab_size: int,
+    seq_len: int,
+    micro_batch_size: int,
+    *,
+    activation_bytes: int = 4,
+    shards: int = 1,
 ) -> MemoryEstimate:
-    """Bytes to train one micro-batch: fp32 weights and grads (4 + 4 per param), AdamW's two fp32 moments (8),
-    and activations.
+    """Bytes to train one micro-batch on one device: fp32 weights and grads (4 + 4 per param), AdamW's two fp32
+    moments (8), and activations.
+
+    ``shards``: FSDP over that many ranks divides weights, grads and moments; at its peak a rank also holds the
+    all-gathered weights and not yet reduce-scattered grads (8 bytes per param) of the root unit (embeddings,
+    final norm, LM head: gathered for the whole forward and backward), of the decoder layer it computes and of
+    the one it prefetches. Activations are not sharded (each rank runs whole micro-batches).
 
     The activation term is rough, on purpose: per layer ``s b h (34 + 5 a s / h)`` values (Korthikanti et al.
     2022, no recomputation), scaled by ``activation_bytes / 2`` (their count is for 16-bit activations; pass 2
@@ -113,11 +130,13 @@ def memory_estimate(
     s, b, h, a = seq_len, micro_batch_size, shape.hidden_size, shape.num_heads
     per_layer = s * b * h * (34 + 5 * a * s / h) * activation_bytes / 2
     logits = 3 * b * s * vocab_size * 4
+    root = n - shape.num_layers * layer_params(shape)
     return MemoryEstimate(
-        weights=4 * n,
-        gradients=4 * n,
-        optimizer=8 * n,
+        weights=math.ceil(4 * n / shards),
+        gradients=math.ceil(4 * n / shards),
+        optimizer=math.ceil(8 * n / shards),
         activations=int(shape.num_layers * per_layer + logits),
+        gathered=0 if shards == 1 else 8 * (root + 2 * layer_params(shape)),
     )
 
 
@@ -146,9 +165,10 @@ def check_fits(estimate: MemoryEstimate, device: str, limit_bytes: int | None = 
     limit = available_memory(device) if limit_bytes is None else limit_bytes
     if limit is not None and estimate.total > limit:
         gib = 2**30
+        gathered = f", FSDP all-gathered {estimate.gathered / gib:.2f}" if estimate.gathered else ""
         raise ModelTooLargeError(
             f"training needs about {estimate.total / gib:.2f} GiB on {device} (weights {estimate.weights / gib:.2f}, "
             f"grads {estimate.gradients / gib:.2f}, AdamW {estimate.optimizer / gib:.2f}, activations "
-            f"{estimate.activations / gib:.2f}) but {limit / gib:.2f} GiB is available; use a smaller model, "
-            "seq_len or micro_batch_size"
+            f"{estimate.activations / gib:.2f}{gathered}) but {limit / gib:.2f} GiB is available; use a smaller "
+            "model, seq_len or micro_batch_size, or shard it with FSDP over more Ray workers"
         )

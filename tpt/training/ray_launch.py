@@ -1,10 +1,11 @@
 """Launching the same training loop data-parallel on a Ray cluster with Ray Train's ``TorchTrainer``.
 
 Every worker builds the same model from the same seed, reads its share of each step's sequences from the shared
-token shards and mixture order, and sums gradients with the others (gloo on CPUs, NCCL on GPUs); rank 0 writes
-checkpoints, the loss curve and the final model exactly as a single-process run does, so a run resumes the same
-way however it was launched. Rank 0's log lines go to ``train.log`` in the output folder, which the launcher
-tails into the caller's log while the run goes on.
+token shards and mixture order, and sums gradients with the others (gloo on CPUs, NCCL on GPUs), either holding
+the whole model (``strategy="ddp"``) or one shard of it (``"fsdp"``, for models that do not fit one device);
+rank 0 writes checkpoints, the loss curve and the final model exactly as a single-process run does, so a run
+resumes the same way however it was launched. Rank 0's log lines go to ``train.log`` in the output folder, which
+the launcher tails into the caller's log while the run goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tpt.config import TrainingConfig
 from tpt.errors import InputError
@@ -30,10 +31,13 @@ def train_on_ray(
     mixture_dir: Path | None,
     workers: int,
     threads_per_worker: int = 1,
+    strategy: Literal["ddp", "fsdp"] = "ddp",
     device: str = "cpu",
     log: Callable[[str], None] = print,
+    memory_limit_bytes: int | None = None,
 ) -> None:
-    """Run ``tpt.training.train`` on ``workers`` Ray Train workers; results land in ``out_dir`` as usual."""
+    """Run ``tpt.training.train`` on ``workers`` Ray Train workers; results land in ``out_dir`` as usual.
+    ``memory_limit_bytes``: per worker (default: what its device has free); under FSDP a worker needs its share."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -50,7 +54,9 @@ def train_on_ray(
             "tokenizer_dir": str(tokenizer_dir),
             "mixture_dir": str(mixture_dir) if mixture_dir else None,
             "threads": threads_per_worker,
+            "strategy": strategy,
             "device": device,
+            "memory_limit_bytes": memory_limit_bytes,
         },
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -83,7 +89,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     torch.set_num_threads(cfg["threads"])
-    parallel = DataParallel(context.get_world_rank(), context.get_world_size())
+    parallel = DataParallel(context.get_world_rank(), context.get_world_size(), cfg["strategy"])
     order = ResolvedMixture.load(Path(cfg["mixture_dir"])) if cfg["mixture_dir"] else None
     with open(Path(cfg["out_dir"]) / LOG_FILE, "a", encoding="utf-8", buffering=1) as fh:
         train(
@@ -95,6 +101,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             parallel=parallel,
             device=f"cuda:{torch.cuda.current_device()}" if cfg["device"].startswith("cuda") else "cpu",
             log=lambda line: print(line, file=fh),
+            memory_limit_bytes=cfg["memory_limit_bytes"],
         )
 
 
@@ -114,10 +121,17 @@ def _tail(path: Path, log: Callable[[str], None], stop: threading.Event) -> None
 
 
 def _input_error(exc: BaseException) -> InputError | None:
+    """The bad-input error behind a failed run: Ray Train keeps each worker's error in ``worker_failures``, and
+    Ray's task errors keep the original in ``cause``."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, InputError):
-            return exc
-        seen.add(id(exc))
-        exc = getattr(exc, "cause", None) or exc.__cause__
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, InputError):
+            return current
+        seen.add(id(current))
+        failures = getattr(current, "worker_failures", None) or {}
+        pending += [getattr(current, "cause", None), current.__cause__, *(failures[r] for r in sorted(failures))]
     return None

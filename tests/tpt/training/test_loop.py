@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tpt.config import ModelShape, TrainingConfig
+from tpt.config import MixtureConfig, MixtureSource, ModelShape, TrainingConfig
 from tpt.tokenization import PackedShards, tokenize_and_pack
-from tpt.training import CheckpointError, ModelTooLargeError, train
+from tpt.tokenization.mixture import MixtureError, resolve_mixture
+from tpt.training import CheckpointError, ModelTooLargeError, TrainingInputError, train
 
 SHAPE = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
 CONFIG = TrainingConfig(
@@ -151,3 +152,22 @@ def test_refusals_happen_before_anything_is_written(tmp_path, shards, tokenizer_
         longer = CONFIG.model_copy(update={"seq_len": 64, "batch_tokens": 256, "token_budget": 512})
         train(longer, shards, tmp_path / "run", tokenizer_dir=tokenizer_dir)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_past_the_data_with_epochs_capped_is_refused_before_compute(tmp_path, full_run, shards, tokenizer_dir):
+    """``max_epochs: 1`` allows one pass over the data: the mixture refuses a longer budget, and the loop refuses a
+    mixture order shorter than its budget, before any compute and leaving the earlier checkpoints as they were."""
+    available = shards.sequences_by_source()
+    once = MixtureConfig(sources=[MixtureSource(name=name, weight=1, max_epochs=1) for name in available])
+    with pytest.raises(MixtureError, match="more than its max_epochs 1") as refused:
+        resolve_mixture(available, 6 * 4, once)
+    assert "\n" not in str(refused.value)
+
+    _, out, *_ = full_run
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    before = _digest(tmp_path / "checkpoints" / "step-00000006")
+    one_pass = resolve_mixture(available, len(shards), once)
+    with pytest.raises(TrainingInputError, match=r"needs 24 sequences \(6 steps\)") as refused:
+        train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, order=one_pass)
+    assert "\n" not in str(refused.value)
+    assert _digest(tmp_path / "checkpoints" / "step-00000006") == before and not (tmp_path / "final").exists()

@@ -11,6 +11,7 @@ from tpt.training import (
     memory_estimate,
     param_count,
 )
+from tpt.training.model import layer_params
 
 TOKENS = SpecialTokens(eos_id=2, pad_id=2, bos_id=1)
 
@@ -57,3 +58,19 @@ def test_memory_estimate_refuses_what_cannot_fit():
     check_fits(memory_estimate(small, 1000, 16, 4), "cpu")  # what this machine has now
     longer = memory_estimate(small, 1000, 64, 4)
     assert longer.activations > memory_estimate(small, 1000, 16, 4).activations
+
+
+def test_fsdp_divides_the_sharded_state_and_adds_what_it_gathers():
+    """LLaMA-3 8B at 2k context, bf16 activations: refused on one 80 GiB GPU, accepted on eight under FSDP."""
+    shape = ModelShape(hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8, intermediate_size=14336)
+    vocab, n = 128_256, param_count(shape, 128_256)
+    whole = memory_estimate(shape, vocab, 2048, 1, activation_bytes=2)
+    sharded = memory_estimate(shape, vocab, 2048, 1, activation_bytes=2, shards=8)
+    assert (sharded.weights, sharded.gradients, sharded.optimizer) == (4 * n // 8, 4 * n // 8, 8 * n // 8)
+    assert sharded.activations == whole.activations and whole.gathered == 0
+    root = 2 * vocab * 4096 + 4096  # embeddings, LM head, final norm: gathered for the whole step
+    assert sharded.gathered == 8 * (root + 2 * layer_params(shape))  # weights + grads, root + two layers
+    with pytest.raises(ModelTooLargeError, match="FSDP over more Ray workers"):
+        check_fits(whole, "cuda", limit_bytes=80 * 2**30)
+    check_fits(sharded, "cuda", limit_bytes=80 * 2**30)
+    assert sharded.total < whole.total / 2
