@@ -89,6 +89,8 @@ def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
                     mixture_dir=mixture_dir,
                     workers=trainer.workers,
                     threads_per_worker=trainer.threads_per_worker,
+                    strategy=trainer.strategy,
+                    memory_limit_bytes=trainer.memory_limit_bytes,
                     device=trainer.resolved_device(),
                     log=context.log.info,
                 )

@@ -1,5 +1,5 @@
-"""The checkpoint asset with ``launcher: ray``: the same asset, through Ray Train with two gloo workers, reproduces
-the in-process launch's loss curve on the same mixture and records the same catalog rows."""
+"""The checkpoint asset with ``launcher: ray``: the same asset, through Ray Train with two gloo workers, data-parallel
+and sharded (FSDP), reproduces the in-process launch's loss curve on the same mixture and records the same rows."""
 
 import shutil
 
@@ -59,21 +59,22 @@ def test_the_ray_launcher_reproduces_the_local_launch_through_the_asset(embedded
     catalog = Catalog(tmp_path / "catalog.duckdb")
     curve_sql = "SELECT loss FROM loss_curve WHERE checkpoint_version = ? ORDER BY step"
     local_curve = [r["loss"] for r in catalog.query(curve_sql, [stage.version])]
-    shutil.rmtree(stage.path)  # the same version again, now trained by the Ray launcher
+    for strategy in ("ddp", "fsdp"):
+        shutil.rmtree(stage.path)  # the same version again, now trained by the Ray launcher
+        trainer = Trainer(device="cpu", launcher="ray", workers=2, strategy=strategy)
+        ray_run = materialize("checkpoint_vanilla", "base", trainer=trainer)
+        assert ray_run.success, strategy
+        ray_curve = [r["loss"] for r in catalog.query(curve_sql, [stage.version])]
+        assert len(ray_curve) == len(local_curve) == 4
+        assert max(abs(a - b) for a, b in zip(ray_curve, local_curve, strict=True)) < TOLERANCE, strategy
+        [event] = ray_run.get_asset_materialization_events()
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert metadata["tokens_seen"] == experiment.training.token_budget == _metadata(local)["tokens_seen"]
+        assert metadata["reused_finished_output"] is False and "data:image/png;base64," in metadata["loss_curve"]
+        logs = [e.user_message for e in instance.all_logs(ray_run.run_id) if e.user_message]
+        assert any(m.startswith("trained 4 steps") for m in logs)  # rank 0's progress reached the Dagster run log
 
-    ray_run = materialize("checkpoint_vanilla", "base", trainer=Trainer(device="cpu", launcher="ray", workers=2))
-    assert ray_run.success
-    ray_curve = [r["loss"] for r in catalog.query(curve_sql, [stage.version])]
-    assert len(ray_curve) == len(local_curve) == 4
-    assert max(abs(a - b) for a, b in zip(ray_curve, local_curve, strict=True)) < TOLERANCE
-    [event] = ray_run.get_asset_materialization_events()
-    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-    [earlier] = local.get_asset_materialization_events()
-    assert (
-        metadata["tokens_seen"]
-        == experiment.training.token_budget
-        == earlier.materialization.metadata["tokens_seen"].value
-    )
-    assert metadata["reused_finished_output"] is False and "data:image/png;base64," in metadata["loss_curve"]
-    logs = [e.user_message for e in instance.all_logs(ray_run.run_id) if e.user_message]
-    assert any(m.startswith("trained 4 steps") for m in logs)  # rank 0's progress reached the Dagster run log
+
+def _metadata(result: dg.ExecuteInProcessResult) -> dict:
+    [event] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
