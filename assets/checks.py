@@ -153,33 +153,31 @@ def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefini
 
 def _mixture_fills_the_budget(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
     """The order holds exactly the run's sequences, every id names a packed sequence, and the per-source rows add up."""
-    with warnings.catch_warnings():  # partitioned asset checks are a preview in Dagster 1.13; we rely on them knowingly
-        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-        @dg.asset_check(
-            asset=keys.key(experiment, keys.MIXTURE, variant),
-            name="order_fills_the_token_budget",
-            partitions_def=scale_partitions(experiment),
+    @_partitioned_check(
+        asset=keys.key(experiment, keys.MIXTURE, variant),
+        name="order_fills_the_token_budget",
+        partitions_def=scale_partitions(experiment),
+    )
+    def check(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
+        plan = storage.plan(experiment)
+        stage = plan.mixture(variant, context.partition_key)
+        if not ResolvedMixture.exists(stage.path):
+            return dg.AssetCheckResult(passed=False, description=f"no resolved mixture in {stage.path}")
+        mixture = ResolvedMixture.load(stage.path)
+        packed = sum(read_json(p)["n_sequences"] for p in plan.token_shards(variant).path.glob("shard-*.json"))
+        expected = plan.training_sequences(context.partition_key)
+        selected = sum(share.selected_sequences for share in mixture.shares)
+        in_range = bool(mixture.order.size) and int(mixture.order.min()) >= 0 and int(mixture.order.max()) < packed
+        return dg.AssetCheckResult(
+            passed=mixture.order.size == expected == selected and in_range,
+            metadata={
+                "sequences": int(mixture.order.size),
+                "budget_sequences": expected,
+                "selected_by_sources": selected,
+                "packed_sequences": packed,
+            },
         )
-        def check(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
-            plan = storage.plan(experiment)
-            stage = plan.mixture(variant, context.partition_key)
-            if not ResolvedMixture.exists(stage.path):
-                return dg.AssetCheckResult(passed=False, description=f"no resolved mixture in {stage.path}")
-            mixture = ResolvedMixture.load(stage.path)
-            packed = sum(read_json(p)["n_sequences"] for p in plan.token_shards(variant).path.glob("shard-*.json"))
-            expected = plan.training_sequences(context.partition_key)
-            selected = sum(share.selected_sequences for share in mixture.shares)
-            in_range = bool(mixture.order.size) and int(mixture.order.min()) >= 0 and int(mixture.order.max()) < packed
-            return dg.AssetCheckResult(
-                passed=mixture.order.size == expected == selected and in_range,
-                metadata={
-                    "sequences": int(mixture.order.size),
-                    "budget_sequences": expected,
-                    "selected_by_sources": selected,
-                    "packed_sequences": packed,
-                },
-            )
 
     return check
 
@@ -208,27 +206,23 @@ def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChec
 
 
 def _loss_decreased(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
-    with warnings.catch_warnings():  # partitioned asset checks are a preview in Dagster 1.13; we rely on them knowingly
-        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-
-        @dg.asset_check(
-            asset=keys.key(experiment, keys.CHECKPOINT, variant),
-            name="loss_decreased",
-            partitions_def=scale_partitions(experiment),
+    @_partitioned_check(
+        asset=keys.key(experiment, keys.CHECKPOINT, variant),
+        name="loss_decreased",
+        partitions_def=scale_partitions(experiment),
+    )
+    def check(
+        context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
+    ) -> dg.AssetCheckResult:
+        version = storage.plan(experiment).checkpoint(variant, context.partition_key).version
+        curve = catalog.open().query(
+            "SELECT loss FROM loss_curve WHERE experiment = ? AND variant = ? AND checkpoint_version = ? ORDER BY step",
+            [experiment.name, variant, version],
         )
-        def check(
-            context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
-        ) -> dg.AssetCheckResult:
-            version = storage.plan(experiment).checkpoint(variant, context.partition_key).version
-            curve = catalog.open().query(
-                "SELECT loss FROM loss_curve WHERE experiment = ? AND variant = ? AND checkpoint_version = ? "
-                "ORDER BY step",
-                [experiment.name, variant, version],
-            )
-            if len(curve) < 2:
-                return dg.AssetCheckResult(passed=False, description="fewer than two logged steps")
-            first, last = curve[0]["loss"], curve[-1]["loss"]
-            return dg.AssetCheckResult(passed=last < first, metadata={"first_loss": first, "final_loss": last})
+        if len(curve) < 2:
+            return dg.AssetCheckResult(passed=False, description="fewer than two logged steps")
+        first, last = curve[0]["loss"], curve[-1]["loss"]
+        return dg.AssetCheckResult(passed=last < first, metadata={"first_loss": first, "final_loss": last})
 
     return check
 
@@ -237,55 +231,53 @@ def _benchmark_checks(experiment: Experiment, variant: str) -> list[dg.AssetChec
     """Per benchmark partition, so each cell of the matrix is judged on its own."""
     asset = keys.key(experiment, keys.BENCHMARKS, variant)
     partitions = score_cells(experiment)
-    with warnings.catch_warnings():  # partitioned asset checks are a preview in Dagster 1.13; we rely on them knowingly
-        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-        @dg.asset_check(asset=asset, name="scores_in_unit_range", partitions_def=partitions)
-        def in_range(
-            context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
-        ) -> dg.AssetCheckResult:
-            scale, benchmark = split_cell(experiment, context.partition_key)
-            version = storage.plan(experiment).benchmarks(variant, scale, benchmark).version
-            rows = catalog.open().query(
-                "SELECT metric, value, primary_metric FROM scores "
-                "WHERE experiment = ? AND variant = ? AND benchmarks_version = ? AND benchmark = ?",
-                [experiment.name, variant, version, benchmark],
-            )
-            bad = [r for r in rows if not 0.0 <= r["value"] <= 1.0]
-            has_primary = any(r["primary_metric"] for r in rows)
-            return dg.AssetCheckResult(
-                passed=has_primary and not bad,
-                metadata={"metrics": sorted(r["metric"] for r in rows), "out_of_range": bad},
-            )
-
-        @dg.asset_check(
-            asset=asset,
-            name="no_score_drop",
-            partitions_def=partitions,
-            description="Warns when a cell's primary score is lower than at its previous materialization.",
+    @_partitioned_check(asset=asset, name="scores_in_unit_range", partitions_def=partitions)
+    def in_range(
+        context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
+    ) -> dg.AssetCheckResult:
+        scale, benchmark = split_cell(experiment, context.partition_key)
+        version = storage.plan(experiment).benchmarks(variant, scale, benchmark).version
+        rows = catalog.open().query(
+            "SELECT metric, value, primary_metric FROM scores "
+            "WHERE experiment = ? AND variant = ? AND benchmarks_version = ? AND benchmark = ?",
+            [experiment.name, variant, version, benchmark],
         )
-        def no_score_drop(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            records = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[context.partition_key]), limit=2
-            ).records
-            scored = [(r, _metadata(r)) for r in records]
-            scored = [(r, m) for r, m in scored if "score" in m]
-            if len(scored) < 2:
-                return dg.AssetCheckResult(passed=True, description="no earlier score of this cell to compare with")
-            (_, now), (before_record, before) = scored[0], scored[1]
-            drop = before["score"] - now["score"]
-            return dg.AssetCheckResult(
-                passed=drop <= 0,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "score": now["score"],
-                    "previous_score": before["score"],
-                    "drop": drop,
-                    "checkpoint_version": now.get("checkpoint_version", ""),
-                    "previous_checkpoint_version": before.get("checkpoint_version", ""),
-                    "previous_run_id": before_record.run_id,
-                },
-            )
+        bad = [r for r in rows if not 0.0 <= r["value"] <= 1.0]
+        has_primary = any(r["primary_metric"] for r in rows)
+        return dg.AssetCheckResult(
+            passed=has_primary and not bad,
+            metadata={"metrics": sorted(r["metric"] for r in rows), "out_of_range": bad},
+        )
+
+    @_partitioned_check(
+        asset=asset,
+        name="no_score_drop",
+        partitions_def=partitions,
+        description="Warns when a cell's primary score is lower than at its previous materialization.",
+    )
+    def no_score_drop(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[context.partition_key]), limit=2
+        ).records
+        scored = [(r, _metadata(r)) for r in records]
+        scored = [(r, m) for r, m in scored if "score" in m]
+        if len(scored) < 2:
+            return dg.AssetCheckResult(passed=True, description="no earlier score of this cell to compare with")
+        (_, now), (before_record, before) = scored[0], scored[1]
+        drop = before["score"] - now["score"]
+        return dg.AssetCheckResult(
+            passed=drop <= 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "score": now["score"],
+                "previous_score": before["score"],
+                "drop": drop,
+                "checkpoint_version": now.get("checkpoint_version", ""),
+                "previous_checkpoint_version": before.get("checkpoint_version", ""),
+                "previous_run_id": before_record.run_id,
+            },
+        )
 
     return [in_range, no_score_drop]
 
@@ -293,3 +285,14 @@ def _benchmark_checks(experiment: Experiment, variant: str) -> list[dg.AssetChec
 def _metadata(record: dg.EventLogRecord) -> dict:
     materialization = record.asset_materialization
     return {k: v.value for k, v in materialization.metadata.items()} if materialization else {}
+
+
+def _partitioned_check(**kwargs):
+    """``dg.asset_check`` for a partitioned asset: partitioned checks are a preview in Dagster 1.13, used knowingly."""
+
+    def decorate(compute) -> dg.AssetChecksDefinition:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+            return dg.asset_check(**kwargs)(compute)
+
+    return decorate
