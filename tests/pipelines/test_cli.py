@@ -1,6 +1,6 @@
 """Partitions from Dagster's own command line, against a real instance on disk: the corpus registers its shard
 partitions, then one command per shard materializes it, and the instance records one materialization each. (Ranges
-over many partitions go through the daemon: `dagster job backfill`, or the UI; tests/pipelines/test_webserver.py
+over many partitions go through the daemon: `dagster job backfill`, or the UI; tests/pipelines/test_ui_graphql.py
 launches one through GraphQL.)"""
 
 import json

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.pipelines.dagster_dev import LOCATION, metadata_values
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; scripts/setup.sh installs it where it can
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; scripts/test.sh installs it where it can
 # Headless, and quiet: without the last four, Chromium keeps calling home on a network that goes nowhere.
 CHROMIUM_ARGS = [
     "--headless",
@@ -29,7 +29,7 @@ PLOT = "tokens_per_source"  # the mixture's markdown metadata entry that holds a
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: install Debian's chromium (scripts/setup.sh)"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: install Debian's chromium (scripts/test.sh)"),
 ]
 
 
