@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 from dataclasses import asdict
 
@@ -21,6 +23,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from assets.partitions import cell_key, corpus_shards
+from assets.stage import ACCELERATOR_POOL
 from pipelines.definitions import build_definitions, default_resources
 from pipelines.experiments import experiment_path
 from tpt.config import ConfigError, Experiment, load_experiment
@@ -29,6 +32,8 @@ from tpt.models import resolve_model
 from tpt.tokenization import load_tokenizer, special_ids
 from tpt.training.planner import assess, compute_optimal, gpu_hours_to_flops, thinking_split
 
+RUN_HOST, RUN_PID = "tpt/host", "tpt/pid"
+
 
 def run_experiment(
     defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterInstance
@@ -36,10 +41,12 @@ def run_experiment(
     """Corpus, data, each scale's training, each score cell, report. A failed corpus or data run stops there; a
     failed scale or cell does not stop the others, but the report then waits for a complete matrix."""
     results: list[dg.ExecuteInProcessResult] = []
+    release_dead_runs_slots(instance)
+    owner = {RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())}
 
-    def run(job: str, **kwargs) -> bool:
+    def run(job: str, tags: dict[str, str] | None = None, **kwargs) -> bool:
         result = defs.resolve_job_def(f"{experiment.name}_{job}").execute_in_process(
-            instance=instance, raise_on_error=False, **kwargs
+            instance=instance, raise_on_error=False, tags=owner | (tags or {}), **kwargs
         )
         results.append(result)
         return result.success
@@ -58,6 +65,38 @@ def run_experiment(
     if len(trained) == len(experiment.scales) and all(scored):
         run("report")
     return results
+
+
+def release_dead_runs_slots(instance: dg.DagsterInstance) -> list[str]:
+    """Free the accelerator pool's slots held by runs of this command whose process is gone (killed with -9, say):
+    nothing else would free them without a daemon, and the next run's steps would wait for them forever. The runs
+    are marked failed. Runs of other processes, or of other hosts, are left alone."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    released = []
+    for claim in storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots:
+        run = instance.get_run_by_id(claim.run_id)
+        if run is None or run.is_finished:
+            storage.free_concurrency_slots_for_run(claim.run_id)
+            released.append(claim.run_id)
+        elif run.tags.get(RUN_HOST) == socket.gethostname() and not _alive(int(run.tags.get(RUN_PID, "0"))):
+            instance.report_run_failed(run, f"its process {run.tags[RUN_PID]} died; tpt run freed its pool slot")
+            storage.free_concurrency_slots_for_run(claim.run_id)
+            released.append(claim.run_id)
+    return released
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def estimate(defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

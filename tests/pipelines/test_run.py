@@ -1,6 +1,17 @@
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
-from pipelines.run import main
+import dagster as dg
+import yaml
+
+from assets.stage import ACCELERATOR_POOL
+from pipelines.run import RUN_HOST, RUN_PID, main, release_dead_runs_slots
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cli_refuses_a_missing_experiment_in_one_line(tmp_path, capsys):
@@ -38,3 +49,26 @@ def test_plan_places_the_config_and_splits_a_tpt_budget(capsys):
 def test_plan_refuses_a_bad_budget_in_one_line(capsys):
     assert main(["plan", "embedded", "--vocab-size", "1000", "--gpu-hours", "5", "--mfu", "2"]) == 2
     assert capsys.readouterr().err.strip() == "tpt: MFU must be in (0, 1], got 2.0"
+
+
+def test_a_run_killed_while_holding_the_accelerator_is_failed_and_its_slot_freed(tmp_path):
+    """A `tpt run` killed with -9 mid-step leaves its pool slot claimed and its run STARTED; the next `tpt run`
+    frees the slot and fails the run, and leaves a run whose process is alive alone."""
+    config = yaml.safe_load((REPO / "dagster_home" / "dagster.yaml").read_text())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with dg.DagsterInstance.local_temp(tempdir=str(tmp_path), overrides=config) as instance:
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(ACCELERATOR_POOL)
+        for run_id, pid in (("killed", dead.pid), ("alive", os.getpid())):
+            tags = {RUN_HOST: socket.gethostname(), RUN_PID: str(pid)}
+            started = dg.DagsterRunStatus.STARTED
+            instance.add_run(dg.DagsterRun(job_name="embedded_training", run_id=run_id, tags=tags, status=started))
+        assert storage.claim_concurrency_slot(ACCELERATOR_POOL, "killed", "training").is_claimed
+        storage.set_concurrency_slots(ACCELERATOR_POOL, 2)
+        assert storage.claim_concurrency_slot(ACCELERATOR_POOL, "alive", "evaluation").is_claimed
+        assert release_dead_runs_slots(instance) == ["killed"]
+        holders = [c.run_id for c in storage.get_concurrency_info(ACCELERATOR_POOL).claimed_slots]
+        assert holders == ["alive"]
+        assert instance.get_run_by_id("killed").status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id("alive").status == dg.DagsterRunStatus.STARTED
