@@ -1,15 +1,20 @@
-"""Asset checks fail loudly where they must: a contaminated corpus stops the graph before generation."""
+"""Asset checks fail loudly where they must: a contaminated corpus stops the graph before generation, and a
+mixture order that does not fill its run's budget is flagged."""
 
 import json
 
 import dagster as dg
+import numpy as np
 
 from assets.checks import experiment_checks
 from assets.corpus import corpus_asset
-from resources import ArtifactStorage, DuckDBCatalog
+from pipelines.graph import experiment_assets
+from resources import ArtifactStorage, DuckDBCatalog, RayCluster
 from tpt.catalog import Catalog
 from tpt.config import Experiment, LocalFolder
 from tpt.evaluation.data import load_docs
+from tpt.plan import ExperimentPlan
+from tpt.tokenization.mixture import ORDER_FILE
 
 PARAGRAPH = "An ordinary paragraph about bread, flour, yeast and the patience that baking needs. " * 3
 
@@ -60,3 +65,43 @@ def test_contamination_below_threshold_passes(embedded, tmp_path):
     result, evaluation = _run(experiment, tmp_path)
     assert result.success and evaluation.passed
     assert evaluation.metadata["dropped_documents"].value == 1
+
+
+def test_a_mixture_order_that_does_not_fill_the_budget_fails_its_check(embedded, tmp_path):
+    """Resolved, then cut short on disk (a truncated copy, say): the check compares it with the scale's budget."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    texts = [f"{PARAGRAPH} Note {i} about rye and spelt." for i in range(8)]
+    (folder / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    raw = _experiment(embedded, folder, max_fraction=0.5).model_dump(mode="json")
+    raw["variants"] = ["vanilla"]
+    experiment = Experiment.model_validate(raw)
+    assets = {a.key.path[-1]: a for a in experiment_assets(experiment)}
+    [check] = [c for c in experiment_checks(experiment) if c.check_key.name == "order_fills_the_token_budget"]
+    resources = {
+        "storage": ArtifactStorage(root=str(tmp_path / "art")),
+        "catalog": DuckDBCatalog(path=str(tmp_path / "c.duckdb")),
+        "ray_cluster": RayCluster(num_cpus=2),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize([assets["corpus"]], resources=resources, instance=instance).success
+    for shard in instance.get_dynamic_partitions(f"{experiment.name}__corpus_shards"):
+        shards = dg.materialize(
+            [assets["token_shards_vanilla"]], partition_key=shard, resources=resources, instance=instance
+        )
+        assert shards.success
+
+    def mixture_check() -> dg.AssetCheckEvaluation:
+        mixture = [assets["data_mixture_vanilla"], check]
+        result = dg.materialize(mixture, partition_key="base", resources=resources, instance=instance)
+        [evaluation] = result.get_asset_check_evaluations()
+        return evaluation
+
+    assert mixture_check().passed
+    stage = ExperimentPlan(experiment, tmp_path / "art").mixture("vanilla", "base")
+    order = np.load(stage.path / ORDER_FILE)
+    with open(stage.path / ORDER_FILE, "wb") as fh:
+        np.save(fh, order[: order.size // 2])
+    cut = mixture_check()
+    assert not cut.passed
+    assert cut.metadata["sequences"].value == order.size // 2 < cut.metadata["budget_sequences"].value
