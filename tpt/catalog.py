@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -179,16 +180,18 @@ class Catalog:
         edges: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for row in self.query("SELECT * FROM lineage WHERE experiment = ?", [experiment]):
             edges.setdefault((row["parent_stage"], row["parent_version"]), []).append((row["stage"], row["version"]))
-        reached: list[tuple[str, str]] = []
-        queue = [("corpus", d["corpus_version"]) for d in documents]
+        reached: dict[tuple[str, str], None] = {}  # insertion-ordered: nearest stages first
+        queue = deque(("corpus", d["corpus_version"]) for d in documents)
         sources = {d["source"] for d in documents}
         while queue:
-            node = queue.pop(0)
+            node = queue.popleft()
             if node in reached or (node[0] == "mixture" and not self._mixture_takes(experiment, node[1], sources)):
                 continue
-            reached.append(node)
-            queue += edges.get(node, [])
-        versions = {stage: [v for s, v in reached if s == stage] for stage, _ in reached}
+            reached[node] = None
+            queue.extend(edges.get(node, []))
+        versions: dict[str, list[str]] = {}
+        for stage, version in reached:
+            versions.setdefault(stage, []).append(version)
         return {
             "documents": documents,
             "trajectories": self.query(

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tpt.atomic import write_atomic
+
 # Bumped by hand when a stage's code changes what it writes for the same config.
 STAGE_CODE_REVISIONS = {
     "corpus": 2,  # 2: decontamination and near-dedup
@@ -67,7 +69,5 @@ def folder_digest(folder: Path, cache: Path) -> str:
             while chunk := fh.read(1 << 24):
                 digest.update(chunk)
     value = digest.hexdigest()[:16]
-    partial = cache.with_name(f".{cache.name}.tmp")
-    partial.write_text(value + "\n")
-    partial.replace(cache)  # a reader sees the whole hash or none
+    write_atomic(cache, lambda tmp: tmp.write_text(value + "\n"))
     return value

@@ -13,24 +13,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from tests.tpt.training.two_ranks import CONFIG, TEXTS
 from tpt.atomic import read_json
-from tpt.config import ModelShape, TrainingConfig
 from tpt.tokenization import PackedShards, tokenize_and_pack
 from tpt.training import ModelTooLargeError, train
 from tpt.training.ray_launch import train_on_ray
 
 pytestmark = pytest.mark.slow
 
-CONFIG = TrainingConfig(
-    model=ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64),
-    seq_len=32,
-    batch_tokens=4 * 32,  # 4 sequences a step: 2 per rank, one micro-batch each
-    token_budget=6 * 4 * 32,
-    lr=3e-3,
-    warmup_steps=2,
-    micro_batch_size=2,
-    checkpoint_every=3,
-)
 # Gradients are reduce-scattered per micro-batch instead of summed in one process, so equality is to float
 # rounding: the largest gap measured is 9.5e-7 (step 5 of 6), the same as the DDP path's.
 TOLERANCE = 1e-4
@@ -46,10 +36,7 @@ class Stop(Exception):
 
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory, tokenizer_dir) -> Path:
-    texts = [
-        f"Worker {i} reads sequence {i * 7} and adds {i + 3} to the running total of the batch." for i in range(12)
-    ]
-    return tokenize_and_pack(texts, tokenizer_dir, CONFIG.seq_len, tmp_path_factory.mktemp("data") / "s.bin").path
+    return tokenize_and_pack(TEXTS, tokenizer_dir, CONFIG.seq_len, tmp_path_factory.mktemp("data") / "s.bin").path
 
 
 @pytest.fixture(scope="module")

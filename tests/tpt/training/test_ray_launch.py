@@ -3,33 +3,20 @@
 import pytest
 import ray
 
+from tests.tpt.training.two_ranks import CONFIG, TEXTS
 from tpt.atomic import read_json
-from tpt.config import ModelShape, TrainingConfig
 from tpt.tokenization import PackedShards, tokenize_and_pack
 from tpt.training import train
 from tpt.training.ray_launch import train_on_ray
 
 pytestmark = pytest.mark.slow
 
-CONFIG = TrainingConfig(
-    model=ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64),
-    seq_len=32,
-    batch_tokens=4 * 32,  # 4 sequences a step: 2 per rank
-    token_budget=6 * 4 * 32,
-    lr=3e-3,
-    warmup_steps=2,
-    micro_batch_size=2,
-    checkpoint_every=3,
-)
 # Summation order differs (per-rank sums, then one all-reduce), so equality is to float rounding, not bitwise.
 TOLERANCE = 1e-4
 
 
 def test_two_gloo_workers_match_a_single_process_run(tmp_path, tokenizer_dir):
-    texts = [
-        f"Worker {i} reads sequence {i * 7} and adds {i + 3} to the running total of the batch." for i in range(12)
-    ]
-    stats = tokenize_and_pack(texts, tokenizer_dir, CONFIG.seq_len, tmp_path / "s.bin")
+    stats = tokenize_and_pack(TEXTS, tokenizer_dir, CONFIG.seq_len, tmp_path / "s.bin")
     single = train(CONFIG, PackedShards([stats.path]), tmp_path / "single", tokenizer_dir=tokenizer_dir, log=print)
 
     lines: list[str] = []
