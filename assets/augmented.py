@@ -1,69 +1,64 @@
-import time
+"""x = [d; t]: every document of a corpus shard followed by its thinking, one parquet shard per corpus shard."""
 
-import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from assets import keys
-from assets.partitions import corpus_shards, run_shards, shard_backfill_policy
-from assets.stage import finish, stage_asset
-from resources import ArtifactStorage, DuckDBCatalog
+from assets.stage import StageResult, StageRun
 from tpt.atomic import write_parquet
 from tpt.augment import augment
 from tpt.config import Experiment
 from tpt.corpus.build import read_shard
+from tpt.errors import InputError
 from tpt.generation.shard_runner import SUCCESS, read_trajectories
-from tpt.plan import ExperimentPlan
+from tpt.stages import Instance, Read, Stage
 
 
-def augmented_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").asset_code_version("augmented")
+class UnfinishedUpstreamError(InputError, RuntimeError):
+    pass
 
-    @stage_asset(
-        experiment,
-        keys.AUGMENTED,
-        deps=[keys.key(experiment, keys.CORPUS), keys.key(experiment, keys.TRAJECTORIES)],
-        code_version=code_version,
-        kinds={"python", "parquet"},
-        partitions_def=corpus_shards(experiment),
-        backfill_policy=shard_backfill_policy(experiment),
-        description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
-    )
-    def augmented_documents(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
-        started = time.perf_counter()
-        plan = storage.plan(experiment)
-        documents = with_thinking = chars = 0
-        reused = True
-        for shard in run_shards(context, plan):
-            target = plan.augmented.path / f"{shard}.parquet"
-            if not (plan.trajectories.path / shard / SUCCESS).exists():
-                raise dg.Failure(f"{shard} has no finished trajectories; materialize {keys.TRAJECTORIES} for it first")
-            trajectories = read_trajectories(plan.trajectories.path / shard)
-            if target.exists():
-                table = pq.read_table(target)
-            else:
-                reused = False
-                table = augment(read_shard(plan.corpus.path, shard), trajectories, experiment.join_separator)
-                write_parquet(target, table)
-            documents += table.num_rows
-            with_thinking += int(pc.sum(table["has_thinking"]).as_py() or 0)
-            chars += int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0)
-        context.log.info(f"augmented {documents} documents, {with_thinking} with thinking")
-        figures = {
-            "documents": documents,
+
+def _own(experiment: Experiment, instance: Instance) -> dict:
+    return {"join_separator": experiment.join_separator}
+
+
+def augmented_documents(run: StageRun) -> StageResult:
+    out, corpus, thinking = run.output, run.input("corpus"), run.input("thinking_trajectories")
+    per_shard, finished = {}, set()
+    for shard in run.shards:
+        target = out.path / f"{shard}.parquet"
+        if not (thinking.path / shard / SUCCESS).exists():
+            raise UnfinishedUpstreamError(
+                f"{shard} has no finished trajectories; materialize thinking_trajectories for it first"
+            )
+        if target.exists():
+            finished.add(shard)
+            table = pq.read_table(target, columns=["has_thinking", "text"])
+        else:
+            table = augment(
+                read_shard(corpus.path, shard), read_trajectories(thinking.path / shard), run.experiment.join_separator
+            )
+            write_parquet(target, table)
+        with_thinking = int(pc.sum(table["has_thinking"]).as_py() or 0)
+        per_shard[shard] = {
+            "documents": table.num_rows,
             "documents_with_thinking": with_thinking,
-            "documents_without_thinking": documents - with_thinking,
-            "characters": chars,
+            "documents_without_thinking": table.num_rows - with_thinking,
+            "characters": int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0),
         }
-        return finish(
-            context,
-            catalog.open(),
-            experiment.name,
-            plan.augmented,
-            wall_s=time.perf_counter() - started,
-            reused=reused,
-            figures=figures,
-            parents=[plan.corpus, plan.trajectories],
-        )
+    figures = {k: sum(f[k] for f in per_shard.values()) for k in next(iter(per_shard.values()))}
+    per_shard = {s: f | {"reused_finished_output": s in finished} for s, f in per_shard.items()}
+    run.log(f"augmented {figures['documents']} documents, {figures['documents_with_thinking']} with thinking")
+    return StageResult(len(finished) == len(run.shards), figures, per_partition=per_shard)
 
-    return augmented_documents
+
+STAGE = Stage(
+    name="augmented_documents",
+    revision=1,
+    own=_own,
+    reads=(Read("corpus"), Read("thinking_trajectories")),
+    partitioning="shards",
+    job="shards",
+    kinds=frozenset({"python", "parquet"}),
+    description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
+    compute=augmented_documents,
+)

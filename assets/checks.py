@@ -1,21 +1,27 @@
-"""Asset checks: each stage's output is consistent with its inputs, visible in the UI beside the asset."""
+"""Asset checks: each stage's output is consistent with its inputs, visible in the UI beside the asset. They read
+through the engines' readers (manifests, finished results, indexes), with the versions the stages write under."""
 
 import warnings
 
 import dagster as dg
-import pyarrow.parquet as pq
 
-from assets import keys
+from assets.mixture import training_sequences
 from assets.partitions import scale_partitions, score_cells, split_cell
-from assets.stage import markdown_table
-from resources import ArtifactStorage, DuckDBCatalog
+from assets.registry import outputs_for
+from assets.stage import SETTINGS_RESOURCES, asset_key, markdown_table, settings_of
 from tpt.atomic import read_json
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest, read_contamination
+from tpt.corpus.build import load_manifest, read_contamination, read_shard
+from tpt.evaluation.runner import EvaluationRun
 from tpt.generation.shard_runner import SUCCESS, read_trajectories
+from tpt.stages import Outputs
 from tpt.tokenization.mixture import ResolvedMixture
+from tpt.tokenization.pack import index_path_for
+from tpt.tokenization.ray_pack import shard_out_path
+from tpt.training import TrainResult
 
 MAX_GENERATION_ERROR_SHARE = 0.05
+RESOURCES = {"storage", *SETTINGS_RESOURCES}
 
 
 def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
@@ -36,14 +42,24 @@ def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
     return checks
 
 
+def _outputs(experiment: Experiment, context: dg.AssetCheckExecutionContext) -> Outputs:
+    return outputs_for(experiment, context.resources.storage.root, settings_of(context.resources))
+
+
+def _manifest(outputs: Outputs):
+    corpus = outputs.of("corpus")
+    return corpus, load_manifest(corpus.path, corpus.version)
+
+
 def _corpus_ids_unique(experiment: Experiment) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=keys.key(experiment, keys.CORPUS), name="document_ids_unique_and_counted")
-    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
-        plan = storage.plan(experiment).corpus
-        manifest = load_manifest(plan.path, plan.version)
+    @dg.asset_check(
+        asset=asset_key(experiment, "corpus"), name="document_ids_unique_and_counted", required_resource_keys=RESOURCES
+    )
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        corpus, manifest = _manifest(_outputs(experiment, context))
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        ids = [i for s in manifest.shard_names for i in pq.read_table(plan.path / f"{s}.parquet")["doc_id"].to_pylist()]
+        ids = [i for s in manifest.shard_names for i in read_shard(corpus.path, s, ["doc_id"])["doc_id"].to_pylist()]
         passed = len(ids) == len(set(ids)) == manifest.n_documents
         return dg.AssetCheckResult(
             passed=passed,
@@ -58,19 +74,19 @@ def _corpus_decontaminated(experiment: Experiment) -> dg.AssetChecksDefinition:
     limit = experiment.corpus.decontamination.max_contaminated_fraction
 
     @dg.asset_check(
-        asset=keys.key(experiment, keys.CORPUS),
+        asset=asset_key(experiment, "corpus"),
         name="benchmark_contamination_below_threshold",
         blocking=True,
         description=f"Fails when more than {limit:.1%} of checked documents shared an n-gram with a test item.",
+        required_resource_keys=RESOURCES,
     )
-    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
-        plan = storage.plan(experiment).corpus
-        manifest = load_manifest(plan.path, plan.version)
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        corpus, manifest = _manifest(_outputs(experiment, context))
         if manifest is None or not manifest.contamination:
             return dg.AssetCheckResult(passed=False, description="corpus manifest has no decontamination record")
         report = manifest.contamination
         fraction = report["dropped"] / max(report["checked"], 1)
-        examples = read_contamination(plan.path).slice(0, 5).to_pylist()
+        examples = read_contamination(corpus.path).slice(0, 5).to_pylist()
         return dg.AssetCheckResult(
             passed=fraction <= limit,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -92,17 +108,22 @@ def _corpus_decontaminated(experiment: Experiment) -> dg.AssetChecksDefinition:
 
 
 def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=keys.key(experiment, keys.TRAJECTORIES), name="one_trajectory_per_document")
-    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
-        plan = storage.plan(experiment)
-        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+    @dg.asset_check(
+        asset=asset_key(experiment, "thinking_trajectories"),
+        name="one_trajectory_per_document",
+        required_resource_keys=RESOURCES,
+    )
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        outputs = _outputs(experiment, context)
+        corpus, manifest = _manifest(outputs)
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        finished = [s for s in manifest.shard_names if (plan.trajectories.path / s / SUCCESS).exists()]
+        thinking = outputs.of("thinking_trajectories").path
+        finished = [s for s in manifest.shard_names if (thinking / s / SUCCESS).exists()]
         rows = errors = missing = duplicated = 0
         for shard in finished:  # shards still to be backfilled are not wrong, only not done
-            docs = set(pq.read_table(plan.corpus.path / f"{shard}.parquet")["doc_id"].to_pylist())
-            got = read_trajectories(plan.trajectories.path / shard)
+            docs = set(read_shard(corpus.path, shard, ["doc_id"])["doc_id"].to_pylist())
+            got = read_trajectories(thinking / shard)
             ids = got["doc_id"].to_pylist()
             rows += len(ids)
             missing += len(docs - set(ids))
@@ -125,19 +146,24 @@ def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefini
 
 
 def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=keys.key(experiment, keys.AUGMENTED), name="same_documents_as_the_corpus")
-    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
-        plan = storage.plan(experiment)
-        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+    @dg.asset_check(
+        asset=asset_key(experiment, "augmented_documents"),
+        name="same_documents_as_the_corpus",
+        required_resource_keys=RESOURCES,
+    )
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        outputs = _outputs(experiment, context)
+        corpus, manifest = _manifest(outputs)
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        written = [s for s in manifest.shard_names if (plan.augmented.path / f"{s}.parquet").exists()]
+        augmented = outputs.of("augmented_documents").path
+        written = [s for s in manifest.shard_names if (augmented / f"{s}.parquet").exists()]
         mismatched, missing_columns = [], set()
         for shard in written:
-            augmented = pq.read_table(plan.augmented.path / f"{shard}.parquet")
-            missing_columns |= {"doc_id", "source", "text", "has_thinking"} - set(augmented.column_names)
-            corpus_ids = pq.read_table(plan.corpus.path / f"{shard}.parquet", columns=["doc_id"])["doc_id"]
-            if sorted(augmented["doc_id"].to_pylist()) != sorted(corpus_ids.to_pylist()):
+            table = read_shard(augmented, shard, None)
+            missing_columns |= {"doc_id", "source", "text", "has_thinking"} - set(table.column_names)
+            corpus_ids = read_shard(corpus.path, shard, ["doc_id"])["doc_id"]
+            if sorted(table["doc_id"].to_pylist()) != sorted(corpus_ids.to_pylist()):
                 mismatched.append(shard)
         return dg.AssetCheckResult(
             passed=not mismatched and not missing_columns,
@@ -151,22 +177,30 @@ def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefini
     return check
 
 
+def _packed_indexes(outputs: Outputs, variant: str, shards: list[str]) -> dict[str, dict]:
+    tokens = outputs.of("token_shards", variant).path
+    paths = {s: index_path_for(shard_out_path(tokens, s)) for s in shards}
+    return {s: read_json(p) for s, p in paths.items() if p.exists()}
+
+
 def _mixture_fills_the_budget(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
     """The order holds exactly the run's sequences, every id names a packed sequence, and the per-source rows add up."""
 
     @_partitioned_check(
-        asset=keys.key(experiment, keys.MIXTURE, variant),
+        asset=asset_key(experiment, "data_mixture", variant),
         name="order_fills_the_token_budget",
         partitions_def=scale_partitions(experiment),
+        required_resource_keys=RESOURCES,
     )
-    def check(context: dg.AssetCheckExecutionContext, storage: ArtifactStorage) -> dg.AssetCheckResult:
-        plan = storage.plan(experiment)
-        stage = plan.mixture(variant, context.partition_key)
-        if not ResolvedMixture.exists(stage.path):
-            return dg.AssetCheckResult(passed=False, description=f"no resolved mixture in {stage.path}")
-        mixture = ResolvedMixture.load(stage.path)
-        packed = sum(read_json(p)["n_sequences"] for p in plan.token_shards(variant).path.glob("shard-*.json"))
-        expected = plan.training_sequences(context.partition_key)
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        outputs = _outputs(experiment, context)
+        out = outputs.of("data_mixture", variant, context.partition_key)
+        mixture = ResolvedMixture.finished(out.path)
+        if mixture is None:
+            return dg.AssetCheckResult(passed=False, description=f"no resolved mixture in {out.path}")
+        _, manifest = _manifest(outputs)
+        packed = sum(i["n_sequences"] for i in _packed_indexes(outputs, variant, manifest.shard_names).values())
+        expected = training_sequences(experiment, context.partition_key)
         selected = sum(share.selected_sequences for share in mixture.shares)
         in_range = bool(mixture.order.size) and int(mixture.order.min()) >= 0 and int(mixture.order.max()) < packed
         return dg.AssetCheckResult(
@@ -183,14 +217,18 @@ def _mixture_fills_the_budget(experiment: Experiment, variant: str) -> dg.AssetC
 
 
 def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=keys.key(experiment, keys.TOKEN_SHARDS, variant), name="documents_match_upstream")
-    def check(storage: ArtifactStorage) -> dg.AssetCheckResult:
-        plan = storage.plan(experiment)
-        manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+    @dg.asset_check(
+        asset=asset_key(experiment, "token_shards", variant),
+        name="documents_match_upstream",
+        required_resource_keys=RESOURCES,
+    )
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        outputs = _outputs(experiment, context)
+        _, manifest = _manifest(outputs)
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
         expected = {s["name"]: s["documents"] for s in manifest.shards}
-        packed = {p.stem: read_json(p)["n_documents"] for p in plan.token_shards(variant).path.glob("shard-*.json")}
+        packed = {s: i["n_documents"] for s, i in _packed_indexes(outputs, variant, manifest.shard_names).items()}
         mismatched = {s: (n, expected.get(s)) for s, n in packed.items() if n != expected.get(s)}
         return dg.AssetCheckResult(
             passed=bool(packed) and not mismatched,
@@ -207,18 +245,14 @@ def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChec
 
 def _loss_decreased(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
     @_partitioned_check(
-        asset=keys.key(experiment, keys.CHECKPOINT, variant),
+        asset=asset_key(experiment, "checkpoint", variant),
         name="loss_decreased",
         partitions_def=scale_partitions(experiment),
+        required_resource_keys=RESOURCES,
     )
-    def check(
-        context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
-    ) -> dg.AssetCheckResult:
-        version = storage.plan(experiment).checkpoint(variant, context.partition_key).version
-        curve = catalog.open().query(
-            "SELECT loss FROM loss_curve WHERE experiment = ? AND variant = ? AND checkpoint_version = ? ORDER BY step",
-            [experiment.name, variant, version],
-        )
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        result = TrainResult.load(_outputs(experiment, context).of("checkpoint", variant, context.partition_key).path)
+        curve = result.read_curve() if result else []
         if len(curve) < 2:
             return dg.AssetCheckResult(passed=False, description="fewer than two logged steps")
         first, last = curve[0]["loss"], curve[-1]["loss"]
@@ -229,25 +263,21 @@ def _loss_decreased(experiment: Experiment, variant: str) -> dg.AssetChecksDefin
 
 def _benchmark_checks(experiment: Experiment, variant: str) -> list[dg.AssetChecksDefinition]:
     """Per benchmark partition, so each cell of the matrix is judged on its own."""
-    asset = keys.key(experiment, keys.BENCHMARKS, variant)
+    asset = asset_key(experiment, "benchmark_scores", variant)
     partitions = score_cells(experiment)
 
-    @_partitioned_check(asset=asset, name="scores_in_unit_range", partitions_def=partitions)
-    def in_range(
-        context: dg.AssetCheckExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog
-    ) -> dg.AssetCheckResult:
+    @_partitioned_check(
+        asset=asset, name="scores_in_unit_range", partitions_def=partitions, required_resource_keys=RESOURCES
+    )
+    def in_range(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         scale, benchmark = split_cell(experiment, context.partition_key)
-        version = storage.plan(experiment).benchmarks(variant, scale, benchmark).version
-        rows = catalog.open().query(
-            "SELECT metric, value, primary_metric FROM scores "
-            "WHERE experiment = ? AND variant = ? AND benchmarks_version = ? AND benchmark = ?",
-            [experiment.name, variant, version, benchmark],
-        )
-        bad = [r for r in rows if not 0.0 <= r["value"] <= 1.0]
-        has_primary = any(r["primary_metric"] for r in rows)
+        found = EvaluationRun.load(_outputs(experiment, context).of("benchmark_scores", variant, scale, benchmark).path)
+        result = found.benchmarks.get(benchmark) if found else None
+        metrics = result.metrics if result else {}
+        bad = [{"metric": m, "value": v.value} for m, v in metrics.items() if not 0.0 <= v.value <= 1.0]
         return dg.AssetCheckResult(
-            passed=has_primary and not bad,
-            metadata={"metrics": sorted(r["metric"] for r in rows), "out_of_range": bad},
+            passed=result is not None and result.primary_metric in metrics and not bad,
+            metadata={"metrics": sorted(metrics), "out_of_range": bad},
         )
 
     @_partitioned_check(

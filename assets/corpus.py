@@ -1,84 +1,120 @@
-import time
+"""The corpus: documents from the configured sources, cleaned, deduplicated, decontaminated and written as parquet
+shards (each a partition of the per-shard stages); and its manifest, whose version names the shard set."""
 
-import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from assets import keys
 from assets.partitions import sync_shard_partitions
-from assets.stage import finish, markdown_table, stage_asset
-from resources import ArtifactStorage, DuckDBCatalog
+from assets.stage import StageResult, StageRun, markdown_table
 from tpt.config import Experiment
-from tpt.corpus.build import build_corpus, read_contamination, read_shard
-from tpt.plan import ExperimentPlan
+from tpt.corpus.build import build_corpus, load_manifest, read_contamination, read_shard
+from tpt.errors import InputError
+from tpt.stages import Instance, Outputs, Read, Stage
+from tpt.versioning import versioned_fields
 
 
-def corpus_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").asset_code_version("corpus")
+class CorpusMissingError(InputError, RuntimeError):
+    pass
 
-    @stage_asset(
-        experiment,
-        keys.CORPUS,
-        code_version=code_version,
-        kinds={"python", "parquet"},
-        description="Documents from the configured sources: cleaned, length-filtered, exactly (and optionally "
-        "near-) deduplicated, decontaminated against the benchmarks' test sets, with content-hash ids, written as "
-        "parquet shards; each shard becomes a partition of the per-shard stages.",
+
+def _own(experiment: Experiment, instance: Instance) -> dict:
+    own = {"corpus": versioned_fields(experiment.corpus)}
+    if experiment.corpus.decontamination is not None:  # the test sets it checks against are an input
+        own["test_sets"] = [experiment.evaluation.data_folder, experiment.evaluation.test_sets]
+    return own
+
+
+def corpus(run: StageRun) -> StageResult:
+    out, config = run.output, run.experiment.corpus
+    before = load_manifest(out.path, out.version)
+    manifest, reused = build_corpus(
+        config,
+        out.path,
+        out.version,
+        test_data_folder=run.experiment.evaluation.data_folder,
+        test_sets=run.experiment.evaluation.test_sets,
     )
-    def corpus(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
-        started = time.perf_counter()
-        plan = storage.plan(experiment).corpus
-        manifest, reused = build_corpus(
-            experiment.corpus,
-            plan.path,
-            plan.version,
-            test_data_folder=experiment.evaluation.data_folder,
-            test_sets=experiment.evaluation.test_sets,
-        )
-        context.log.info(
-            f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards"
-            + (" (finished earlier, reused)" if reused else "")
-        )
-        partitions = sync_shard_partitions(context.instance, experiment, manifest.shard_names)
-        cat = catalog.open()
-        if not reused:
-            rows = [
-                {
-                    "experiment": experiment.name,
-                    "corpus_version": plan.version,
-                    "doc_id": row["doc_id"],
-                    "source": row["source"],
-                    "shard": shard,
-                    "n_chars": len(row["text"]),
-                }
-                for shard in manifest.shard_names
-                for row in read_shard(plan.path, shard).to_pylist()
-            ]
-            cat.upsert("documents", rows)
-            contaminated = read_contamination(plan.path).to_pylist()
-            cat.upsert(
-                "contamination",
-                [{"experiment": experiment.name, "corpus_version": plan.version} | r for r in contaminated],
-            )
-        skipped = {name: s["counts"] for name, s in manifest.sources.items()}
-        figures = {
-            "documents": manifest.n_documents,
-            "shards": len(manifest.shards),
-            "characters": sum(s["chars"] for s in manifest.shards),
-            "skips_by_source_and_reason": skipped,
-            "skipped_total": sum(sum(c.values()) for c in skipped.values()),
-            "contaminated_dropped": manifest.contamination.get("dropped", 0),
-            "contaminated_by_benchmark": manifest.contamination.get("by_benchmark", {}),
-            **partitions,
-        }
-        per_source = [{"source": n, "accepted": s["accepted"], **s["counts"]} for n, s in manifest.sources.items()]
-        return finish(
-            context,
-            cat,
-            experiment.name,
-            plan,
-            wall_s=time.perf_counter() - started,
-            reused=reused,
-            figures=figures,
-            extra_metadata={"sources": markdown_table(per_source)},
-        )
+    added = [s for s in manifest.shard_names if before is None or s not in before.shard_names]
+    run.log(f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards, {len(added)} new")
+    partitions = sync_shard_partitions(run.context.instance, run.experiment, manifest.shard_names)
+    skipped = {name: s["counts"] for name, s in manifest.sources.items()}
+    figures = {
+        "documents": manifest.n_documents,
+        "shards": len(manifest.shards),
+        "shards_added": len(added),
+        "characters": sum(s["chars"] for s in manifest.shards),
+        "skips_by_source_and_reason": skipped,
+        "skipped_total": sum(sum(c.values()) for c in skipped.values()),
+        "contaminated_dropped": manifest.contamination.get("dropped", 0),
+        "contaminated_by_benchmark": manifest.contamination.get("by_benchmark", {}),
+        **partitions,
+    }
+    rows = {"documents": _document_rows(run.experiment.name, out.version, out.path, added)}
+    if not reused:
+        rows["contamination"] = [
+            {"experiment": run.experiment.name, "corpus_version": out.version} | r
+            for r in read_contamination(out.path).to_pylist()
+        ]
+    per_source = [{"source": n, "accepted": s["accepted"], **s["counts"]} for n, s in manifest.sources.items()]
+    return StageResult(reused, figures, rows, extra_metadata={"sources": markdown_table(per_source)})
 
-    return corpus
+
+def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> list[dict]:
+    """One catalog row per new document, built column-wise (the text itself is never turned into Python)."""
+    rows = []
+    for shard in shards:
+        table = read_shard(folder, shard, columns=["doc_id", "source", "text"])
+        columns = pa.table(
+            {
+                "doc_id": table["doc_id"],
+                "source": table["source"],
+                "n_chars": pc.utf8_length(table["text"]),
+            }
+        )
+        fixed = {"experiment": experiment, "corpus_version": version, "shard": shard}
+        rows += [fixed | r for r in columns.to_pylist()]
+    return rows
+
+
+def shard_set(outputs: Outputs) -> list[tuple[str, str]]:
+    """The corpus's shards and their content hashes, read from its manifest (empty before the corpus is built)."""
+    out = outputs.of("corpus")
+    manifest = load_manifest(out.path, out.version)
+    return manifest.shard_set if manifest is not None else []
+
+
+def corpus_manifest(run: StageRun) -> StageResult:
+    out = run.input("corpus")
+    manifest = load_manifest(out.path, out.version)
+    if manifest is None:
+        raise CorpusMissingError("the corpus is not built for this config; materialize the corpus asset first")
+    figures = {"shards": len(manifest.shards), "documents": manifest.n_documents, "corpus_version": out.version}
+    return StageResult(reused=True, figures=figures)
+
+
+STAGE = Stage(
+    name="corpus",
+    revision=3,  # 3: shards carry their content hash
+    own=_own,
+    job="corpus",
+    kinds=frozenset({"python", "parquet"}),
+    description="Documents from the configured sources: cleaned, length-filtered, exactly (and optionally near-) "
+    "deduplicated, decontaminated against the benchmarks' test sets, with content-hash ids, written as parquet "
+    "shards; each shard becomes a partition of the per-shard stages. Appending keeps this version (and the finished "
+    "per-shard work); the manifest's version names the shard set.",
+    compute=corpus,
+)
+
+MANIFEST_STAGE = Stage(
+    name="corpus_manifest",
+    revision=1,
+    own=lambda experiment, instance: {},
+    reads=(Read("corpus"),),
+    content=shard_set,
+    job="corpus",
+    kinds=frozenset({"json"}),
+    description="The corpus's shards and their content hashes. Its version (and data version) names exactly that "
+    "set, so every stage that reads all shards (mixtures, checkpoints, scores, the report) depends on it and goes "
+    "stale when the corpus grows, while the per-shard stages of the old shards stay fresh.",
+    compute=corpus_manifest,
+)

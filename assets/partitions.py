@@ -14,7 +14,12 @@ import dagster as dg
 
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest
-from tpt.plan import ExperimentPlan
+from tpt.errors import InputError
+from tpt.stages import Outputs
+
+
+class UnknownShardsError(InputError, RuntimeError):
+    pass
 
 
 def corpus_shards(experiment: Experiment) -> dg.DynamicPartitionsDefinition:
@@ -67,13 +72,14 @@ def sync_shard_partitions(instance: dg.DagsterInstance, experiment: Experiment, 
     return {"partitions_added": added, "partitions_removed": removed}
 
 
-def run_shards(context: dg.AssetExecutionContext, plan: ExperimentPlan) -> list[str]:
-    """The corpus shards this run covers (one, a backfill batch, or a whole range), checked against the corpus."""
-    manifest = load_manifest(plan.corpus.path, plan.corpus.version)
+def check_shards(outputs: Outputs, shards: list[str]) -> list[str]:
+    """The corpus shards a run covers, checked against the corpus they partition: one line if it is not built for
+    this config or no longer holds them."""
+    corpus = outputs.of("corpus")
+    manifest = load_manifest(corpus.path, corpus.version)
     if manifest is None:
-        raise dg.Failure("the corpus is not built for this config; materialize the corpus asset first")
-    shards = list(context.partition_keys)
+        raise UnknownShardsError("the corpus is not built for this config; materialize the corpus asset first")
     unknown = [s for s in shards if s not in manifest.shard_names]
     if unknown:
-        raise dg.Failure(f"shards {unknown} are not in the current corpus; rematerialize the corpus asset")
+        raise UnknownShardsError(f"shards {unknown} are not in the current corpus; rematerialize the corpus asset")
     return shards

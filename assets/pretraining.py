@@ -1,184 +1,150 @@
-import csv
-import time
-from pathlib import Path
+"""Pretraining: a LLaMA-architecture model trained on each variant's mixture, one partition per scale of the
+experiment matrix, in the Dagster process or on Ray Train; resumes from its last checkpoint; final model in Hugging
+Face format."""
 
-import dagster as dg
-
-from assets import keys
-from assets.mixture import all_token_shards
-from assets.partitions import scale_partitions
-from assets.stage import ACCELERATOR_POOL, TRANSIENT_RETRY, finish, png_markdown, stage_asset
-from resources import ArtifactStorage, DuckDBCatalog, RayCluster, Trainer
-from tpt.atomic import read_json
+from assets.mixture import packed_shards
+from assets.stage import StageResult, StageRun, png_markdown
 from tpt.config import Experiment
+from tpt.errors import InputError
 from tpt.models import resolve_model
-from tpt.plan import ExperimentPlan
 from tpt.plots import line_plot
+from tpt.stages import Instance, Read, Stage
 from tpt.tokenization.mixture import ResolvedMixture
-from tpt.training import train
+from tpt.training import TrainResult, train
 from tpt.training.planner import compute_optimal, peak_flops
 from tpt.training.ray_launch import train_on_ray
-from tpt.versioning import folder_digest
-
-RESULT_FILE = "train_result.json"
+from tpt.versioning import folder_digest, versioned_fields
 
 
-def checkpoint_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
-    return [_checkpoint(experiment, variant) for variant in experiment.variants]
+class MixtureMissingError(InputError, RuntimeError):
+    pass
 
 
-def read_loss_curve(path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+def _own(experiment: Experiment, instance: Instance) -> dict:
+    training = experiment.training_for(instance.scale) if instance.scale else None
+    return {"variant": instance.variant, "training": versioned_fields(training) if training else None}
 
 
-def _mfu(result: dict) -> float | None:
+def checkpoint(run: StageRun) -> StageResult:
+    out, training, trainer = run.output, run.experiment.training_for(run.instance.scale), run.resources.trainer
+    result = TrainResult.load(out.path)
+    reused = result is not None
+    if result is None:
+        mixture = ResolvedMixture.finished(run.input("data_mixture").path)
+        if mixture is None:
+            raise MixtureMissingError(f"no resolved mixture for {run.instance.label}; materialize data_mixture first")
+        shards = packed_shards(run.outputs, run.instance.variant)
+        tokenizer_dir, device = resolve_model(run.experiment.tokenizer, weights=False), trainer.resolved_device()
+        if trainer.launcher == "ray":
+            run.resources.ray_cluster.ensure()
+            train_on_ray(
+                training,
+                shards.paths,
+                out.path,
+                tokenizer_dir=tokenizer_dir,
+                mixture_dir=run.input("data_mixture").path,
+                workers=trainer.workers,
+                threads_per_worker=trainer.threads_per_worker,
+                strategy=trainer.strategy,
+                memory_limit_bytes=trainer.memory_limit_bytes,
+                device=device,
+                log=run.log,
+            )
+        else:
+            train(
+                training,
+                shards,
+                out.path,
+                tokenizer_dir=tokenizer_dir,
+                order=mixture,
+                device=device,
+                log=run.log,
+                memory_limit_bytes=trainer.memory_limit_bytes,
+            )
+        result = TrainResult.load(out.path)
+    curve = result.read_curve()
+    fixed = {"experiment": run.experiment.name, "variant": run.instance.variant, "checkpoint_version": out.version}
+    rows = {
+        "checkpoints": [fixed | {"scale": run.instance.scale} | _catalog_row(result)],
+        "loss_curve": [
+            fixed | {"step": int(r["step"]), "loss": r["loss"], "lr": r["lr"], "tokens_seen": int(r["tokens_seen"])}
+            for r in curve
+        ],
+    }
+    plot = line_plot(
+        {run.instance.variant: ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])},
+        title=f"{run.experiment.name} {run.instance.label}: training loss",
+        xlabel="tokens",
+        ylabel="loss",
+    )
+    return StageResult(
+        reused,
+        _figures(run.instance, result, curve),
+        rows,
+        content_version=folder_digest(result.final_model, out.path / "final.sha256"),
+        extra_metadata={"loss_curve": png_markdown(plot, "loss curve")},
+    )
+
+
+def _catalog_row(result: TrainResult) -> dict:
+    return {
+        "path": str(result.final_model),
+        "tokens_seen": result.tokens_seen,
+        "steps": result.steps,
+        "epochs": result.data_passes,
+        "parameters": result.n_params,
+        "final_loss": result.final_loss,
+        "tokens_per_s": result.tokens_per_s,
+    }
+
+
+def _figures(instance: Instance, result: TrainResult, curve: list[dict]) -> dict:
+    optimal = compute_optimal(result.flops_per_token * result.tokens_seen)
+    figures = {
+        "variant": instance.variant,
+        "scale": instance.scale,
+        "final_model": str(result.final_model),
+        "steps": result.steps,
+        "tokens_seen": result.tokens_seen,
+        "data_passes": round(result.data_passes, 3),
+        "parameters": result.n_params,
+        "flops_per_token": result.flops_per_token,
+        "first_loss": curve[0]["loss"],
+        "final_loss": result.final_loss,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "device": result.device,
+        "tokens_per_parameter": round(result.tokens_seen / result.n_params, 2),
+        "compute_optimal_parameters": round(optimal.parameters),
+    }
+    mfu = _mfu(result)
+    return figures | ({"mfu": mfu} if mfu is not None else {})
+
+
+def _mfu(result: TrainResult) -> float | None:
     """Model FLOPs utilisation against the GPU's peak; None on CPUs, whose peak is not a data-sheet number."""
-    if not result["device"].startswith("cuda"):
+    if not result.device.startswith("cuda"):
         return None
     import torch
 
-    peak = peak_flops(torch.cuda.get_device_name(result["device"]))
-    return round(result["flops_per_token"] * result["tokens_per_s"] / peak, 4) if peak else None
+    peak = peak_flops(torch.cuda.get_device_name(result.device))
+    return round(result.flops_per_token * result.tokens_per_s / peak, 4) if peak else None
 
 
-def _checkpoint(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").asset_code_version("checkpoint", variant)
-
-    @stage_asset(
-        experiment,
-        keys.CHECKPOINT,
-        variant=variant,
-        deps=[keys.key(experiment, keys.MIXTURE, variant)],
-        code_version=code_version,
-        kinds={"pytorch", "transformers"},
-        partitions_def=scale_partitions(experiment),
-        pool=ACCELERATOR_POOL,
-        retry_policy=TRANSIENT_RETRY,
-        description=f"A LLaMA-architecture model pretrained on the {variant} token shards, one partition per scale "
-        "(model size x token budget) of the experiment matrix; resumes from its last checkpoint; final model in "
-        "Hugging Face format.",
-    )
-    def checkpoint(
-        context: dg.AssetExecutionContext,
-        storage: ArtifactStorage,
-        catalog: DuckDBCatalog,
-        trainer: Trainer,
-        ray_cluster: RayCluster,
-    ):
-        started = time.perf_counter()
-        scale = context.partition_key
-        plan = storage.plan(experiment)
-        stage, training = plan.checkpoint(variant, scale), experiment.training_for(scale)
-        result_path = stage.path / RESULT_FILE
-        reused = result_path.exists()
-        if not reused:
-            mixture_dir = plan.mixture(variant, scale).path
-            if not ResolvedMixture.exists(mixture_dir):
-                raise dg.Failure(
-                    f"no resolved mixture in {mixture_dir}; materialize {keys.MIXTURE}_{variant} [{scale}] first"
-                )
-            shards, tokenizer_dir = all_token_shards(plan, variant), resolve_model(experiment.tokenizer, weights=False)
-            if trainer.launcher == "ray":
-                ray_cluster.ensure()
-                train_on_ray(
-                    training,
-                    shards.paths,
-                    stage.path,
-                    tokenizer_dir=tokenizer_dir,
-                    mixture_dir=mixture_dir,
-                    workers=trainer.workers,
-                    threads_per_worker=trainer.threads_per_worker,
-                    strategy=trainer.strategy,
-                    memory_limit_bytes=trainer.memory_limit_bytes,
-                    device=trainer.resolved_device(),
-                    log=context.log.info,
-                )
-            else:
-                train(
-                    training,
-                    shards,
-                    stage.path,
-                    tokenizer_dir=tokenizer_dir,
-                    order=ResolvedMixture.load(mixture_dir),
-                    device=trainer.resolved_device(),
-                    log=context.log.info,
-                    memory_limit_bytes=trainer.memory_limit_bytes,
-                )
-        result = read_json(result_path)
-        curve = read_loss_curve(result["loss_curve"])
-        cat = catalog.open()
-        cat.upsert(
-            "checkpoints",
-            [
-                {
-                    "experiment": experiment.name,
-                    "variant": variant,
-                    "scale": scale,
-                    "checkpoint_version": stage.version,
-                    "path": result["final_model"],
-                    "tokens_seen": result["tokens_seen"],
-                    "steps": result["steps"],
-                    "epochs": result["data_passes"],
-                    "parameters": result["n_params"],
-                    "final_loss": result["final_loss"],
-                    "tokens_per_s": result["tokens_per_s"],
-                }
-            ],
-        )
-        cat.upsert(
-            "loss_curve",
-            [
-                {
-                    "experiment": experiment.name,
-                    "variant": variant,
-                    "checkpoint_version": stage.version,
-                    "step": int(r["step"]),
-                    "loss": r["loss"],
-                    "lr": r["lr"],
-                    "tokens_seen": int(r["tokens_seen"]),
-                }
-                for r in curve
-            ],
-        )
-        optimal = compute_optimal(result["flops_per_token"] * result["tokens_seen"])
-        figures = {
-            "variant": variant,
-            "scale": scale,
-            "final_model": result["final_model"],
-            "steps": result["steps"],
-            "tokens_seen": result["tokens_seen"],
-            "data_passes": round(result["data_passes"], 3),
-            "parameters": result["n_params"],
-            "flops_per_token": result["flops_per_token"],
-            "first_loss": curve[0]["loss"],
-            "final_loss": result["final_loss"],
-            "tokens_per_s": round(result["tokens_per_s"], 1),
-            "device": result["device"],
-            "tokens_per_parameter": round(result["tokens_seen"] / result["n_params"], 2),
-            "compute_optimal_parameters": round(optimal.parameters),
-        }
-        mfu = _mfu(result)
-        if mfu is not None:
-            figures["mfu"] = mfu
-        plot = line_plot(
-            {variant: ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])},
-            title=f"{experiment.name} {variant} {scale}: training loss",
-            xlabel="tokens",
-            ylabel="loss",
-        )
-        return finish(
-            context,
-            cat,
-            experiment.name,
-            stage,
-            wall_s=time.perf_counter() - started,
-            reused=reused,
-            figures=figures,
-            parents=[plan.mixture(variant, scale)],
-            variant=variant,
-            content_version=folder_digest(Path(result["final_model"]), stage.path / "final.sha256"),
-            extra_metadata={"loss_curve": png_markdown(plot, "loss curve")},
-        )
-
-    return checkpoint
+STAGE = Stage(
+    name="checkpoint",
+    revision=2,  # 2: reads the resolved mixture
+    own=_own,
+    reads=(Read("data_mixture"), Read("token_shards", every_partition=True)),
+    partitioning="scales",
+    per_variant=True,
+    settings=("trainer",),
+    resources=("ray_cluster",),
+    job="training",
+    kinds=frozenset({"pytorch", "transformers"}),
+    accelerator=True,
+    retried=True,
+    description="A LLaMA-architecture model pretrained on the {variant} mixture, one partition per scale (model "
+    "size x token budget) of the experiment matrix; resumes from its last checkpoint; final model in Hugging Face "
+    "format.",
+    compute=checkpoint,
+)

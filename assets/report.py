@@ -1,15 +1,14 @@
-import time
+"""The report: vanilla vs TPT side by side (scores, tokens seen, loss curves), read through the engines' finished
+results of every checkpoint and benchmark cell of the experiment matrix."""
 
-import dagster as dg
-
-from assets import keys
-from assets.stage import markdown_table, png_markdown, stage_asset
-from resources import ArtifactStorage, DuckDBCatalog
+from assets.stage import StageResult, StageRun, markdown_table, png_markdown
 from tpt.atomic import write_json
-from tpt.config import Experiment
-from tpt.plan import ExperimentPlan
+from tpt.errors import InputError
+from tpt.evaluation.runner import EvaluationRun
 from tpt.plots import grouped_bars, line_plot
-from tpt.versioning import content_hash
+from tpt.stages import Read, Stage, no_config
+from tpt.tokenization.mixture import ResolvedMixture
+from tpt.training import TrainResult
 
 # For context only: the paper's results (Wang et al., 2025) as DESIGN.md quotes them, never compared as if
 # comparable. It quotes no HumanEval or MBPP figures, so those cells stay empty.
@@ -19,112 +18,89 @@ PAPER = {
 }
 
 
-def report_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    variants = experiment.variants
-    deps = [keys.key(experiment, keys.BENCHMARKS, v) for v in variants]
-    deps += [keys.key(experiment, keys.CHECKPOINT, v) for v in variants]
+class IncompleteMatrixError(InputError, RuntimeError):
+    pass
 
-    @stage_asset(
-        experiment,
-        keys.REPORT,
-        deps=deps,
-        code_version=ExperimentPlan(experiment, ".").asset_code_version("report"),
-        kinds={"duckdb"},
-        description="Vanilla vs TPT side by side: benchmark scores, tokens seen, loss curves, read from the catalog. "
-        "Rebuilt once every benchmark cell has a score and one of them changes (sensor <experiment>_report).",
-        automation_condition=dg.AutomationCondition.eager(),
-    )
-    def report(context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog):
-        started = time.perf_counter()
-        plan = storage.plan(experiment)
-        cat = catalog.open()
-        benchmarks, scales = experiment.evaluation.benchmarks, experiment.scale_names
-        runs = [(scale, v) for scale in scales for v in variants]
-        scores, trained, curves, missing = {}, {}, {}, []
-        for scale, v in runs:
-            ckpt_version = plan.checkpoint(v, scale).version
+
+def report(run: StageRun) -> StageResult:
+    experiment, outputs = run.experiment, run.outputs
+    variants, scales, benchmarks = experiment.variants, experiment.scale_names, experiment.evaluation.benchmarks
+    scores, trained, curves, by_source, missing = {}, {}, {}, {}, []
+    for scale in scales:
+        for v in variants:
+            result = TrainResult.load(outputs.of("checkpoint", v, scale).path)
+            if result is None:
+                raise IncompleteMatrixError(f"no {v} checkpoint of scale {scale}; materialize checkpoint_{v} first")
+            label = _label(scale, v, scales)
+            trained[scale, v] = {"tokens_seen": result.tokens_seen, "final_loss": result.final_loss}
+            trained[scale, v] |= {"steps": result.steps, "parameters": result.n_params}
+            curve = result.read_curve()
+            curves[label] = ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])
+            mixture = ResolvedMixture.finished(outputs.of("data_mixture", v, scale).path)
+            by_source[label] = {s.source: s.selected_tokens for s in mixture.shares} if mixture else {}
             for b in benchmarks:
-                found = cat.query(
-                    "SELECT metric, value FROM scores WHERE experiment = ? AND variant = ? AND benchmark = ? "
-                    "AND benchmarks_version = ? AND primary_metric",
-                    [experiment.name, v, b, plan.benchmarks(v, scale, b).version],
-                )
-                if not found:
+                cell = EvaluationRun.load(outputs.of("benchmark_scores", v, scale, b).path)
+                if cell is None:
                     missing.append(f"{v} {b}|{scale}")
-                for row in found:
-                    scores.setdefault((scale, b), {"metric": row["metric"]})[v] = row["value"]
-            found = cat.query(
-                "SELECT tokens_seen, final_loss, steps, parameters FROM checkpoints WHERE experiment = ? "
-                "AND variant = ? AND checkpoint_version = ?",
-                [experiment.name, v, ckpt_version],
-            )
-            if not found:
-                raise dg.Failure(f"no {v} checkpoint of scale {scale} in the catalog; materialize it first")
-            trained[scale, v] = found[0]
-            curve = cat.query(
-                "SELECT tokens_seen, loss FROM loss_curve WHERE experiment = ? AND variant = ? "
-                "AND checkpoint_version = ? ORDER BY step",
-                [experiment.name, v, ckpt_version],
-            )
-            curves[_label(scale, v, scales)] = ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])
-        if missing:
-            raise dg.Failure(f"scores missing for {missing}; materialize those benchmark partitions first")
-        table = [
-            {"scale": scale, "benchmark": b, "metric": s["metric"], **{v: s[v] for v in variants}}
-            | ({"tpt - vanilla": s["tpt"] - s["vanilla"]} if {"tpt", "vanilla"} <= set(variants) else {})
-            | {
-                f"paper {setting} {v}": paper.get(b, {}).get(v, "")
-                for setting, paper in PAPER.items()
-                for v in variants
-            }
-            for (scale, b), s in scores.items()
-        ]
-        training = [{"scale": scale, "variant": v, **trained[scale, v]} for scale, v in runs]
-        version = content_hash(
-            "report", [plan.benchmarks(v, scale, b).version for scale, v in runs for b in benchmarks]
+                    continue
+                found = cell.benchmarks[b]
+                scores.setdefault((scale, b), {"metric": found.primary_metric})[v] = found.primary_value
+    if missing:
+        raise IncompleteMatrixError(f"scores missing for {missing}; materialize those benchmark partitions first")
+    table = [
+        {"scale": scale, "benchmark": b, "metric": s["metric"], **{v: s[v] for v in variants}}
+        | ({"tpt - vanilla": s["tpt"] - s["vanilla"]} if {"tpt", "vanilla"} <= set(variants) else {})
+        | {f"paper {setting} {v}": paper.get(b, {}).get(v, "") for setting, paper in PAPER.items() for v in variants}
+        for (scale, b), s in scores.items()
+    ]
+    training = [{"scale": scale, "variant": v, **trained[scale, v]} for scale in scales for v in variants]
+    path = run.output.path / "report.json"  # its version names every cell and checkpoint it read
+    reused = path.exists()
+    write_json(path, {"scores": table, "training": training})
+    score_plot = grouped_bars(
+        {_label(scale, b, scales): {v: s[v] for v in variants} for (scale, b), s in scores.items()},
+        title=f"{experiment.name}: primary metric by benchmark",
+        ylabel="score",
+    )
+    loss_plot = line_plot(curves, title=f"{experiment.name}: training loss", xlabel="tokens", ylabel="loss")
+    run.log(
+        "scores: "
+        + "; ".join(
+            f"{_label(r['scale'], r['benchmark'], scales)}: " + ", ".join(f"{v} {r[v]:.3f}" for v in variants)
+            for r in table
         )
-        write_json(plan.root / "report" / version / "report.json", {"scores": table, "training": training})
-        score_plot = grouped_bars(
-            {_label(scale, b, scales): {v: s[v] for v in variants} for (scale, b), s in scores.items()},
-            title=f"{experiment.name}: primary metric by benchmark",
-            ylabel="score",
-        )
-        loss_plot = line_plot(curves, title=f"{experiment.name}: training loss", xlabel="tokens", ylabel="loss")
-        context.log.info(
-            "scores: "
-            + "; ".join(
-                f"{_label(r['scale'], r['benchmark'], scales)}: " + ", ".join(f"{v} {r[v]:.3f}" for v in variants)
-                for r in table
-            )
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "scores": markdown_table(table),
-                "training": markdown_table(training),
-                "score_comparison": png_markdown(score_plot, "scores"),
-                "loss_curves": png_markdown(loss_plot, "loss curves"),
-                "tokens_seen": dg.MetadataValue.json(
-                    {_label(scale, v, scales): trained[scale, v]["tokens_seen"] for scale, v in runs}
-                ),
-                "real_tokens_seen_by_source": dg.MetadataValue.json(
-                    {
-                        _label(scale, v, scales): {
-                            r["source"]: r["real_tokens"]
-                            for r in cat.tokens_seen(experiment.name, plan.checkpoint(v, scale).version)
-                        }
-                        for scale, v in runs
-                    }
-                ),
-                "wall_s": round(time.perf_counter() - started, 3),
-                "note": "Paper numbers (8B models; DESIGN.md quotes GSM8K and MATH only) are shown for context, "
-                "not comparable here.",
-            },
-            data_version=dg.DataVersion(version),
-        )
-
-    return report
+    )
+    figures = {
+        "tokens_seen": {
+            _label(scale, v, scales): trained[scale, v]["tokens_seen"] for scale in scales for v in variants
+        },
+        "real_tokens_seen_by_source": by_source,
+    }
+    extra = {
+        "scores": markdown_table(table),
+        "training": markdown_table(training),
+        "score_comparison": png_markdown(score_plot, "scores"),
+        "loss_curves": png_markdown(loss_plot, "loss curves"),
+        "note": "Paper numbers (8B models; DESIGN.md quotes GSM8K and MATH only) are shown for context, not "
+        "comparable here.",
+    }
+    return StageResult(reused=reused, figures=figures, extra_metadata=extra)
 
 
 def _label(scale: str, name: str, scales: list[str]) -> str:
     """A name alone when the matrix has one scale (the common case), else ``name@scale``."""
     return name if len(scales) == 1 else f"{name}@{scale}"
+
+
+STAGE = Stage(
+    name="report",
+    revision=1,
+    own=no_config,
+    reads=(Read("benchmark_scores", every_partition=True), Read("checkpoint", every_partition=True)),
+    job="report",
+    kinds=frozenset({"python"}),
+    eager=True,
+    description="Vanilla vs TPT side by side: benchmark scores, tokens seen, loss curves. Rebuilt once every "
+    "benchmark cell has a score and one of them changes (sensor <experiment>_report).",
+    compute=report,
+)

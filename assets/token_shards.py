@@ -1,123 +1,82 @@
+"""Token shards: each variant's text tokenized with the student's tokenizer and packed to seq_len, each source on its
+own, one memory-mapped token file per corpus shard (a Ray task each): vanilla packs the documents alone, TPT the
+augmented [d; t] texts of the same documents."""
+
 import time
 from pathlib import Path
 
-import dagster as dg
-
-from assets import keys
-from assets.partitions import corpus_shards, run_shards, shard_backfill_policy
-from assets.stage import TRANSIENT_RETRY, finish, markdown_table, stage_asset
-from resources import ArtifactStorage, DuckDBCatalog, RayCluster
+from assets.augmented import UnfinishedUpstreamError
+from assets.stage import StageResult, StageRun, markdown_table
 from tpt.config import Experiment
 from tpt.models import resolve_model
-from tpt.plan import ExperimentPlan
+from tpt.stages import Instance, Read, Stage
 from tpt.tokenization.ray_pack import PackJob, pack_on_ray, shard_out_path
-
-INDEX_COLUMNS = ("n_documents", "n_sequences", "n_real_tokens", "n_padding_tokens", "packing_efficiency")
-
-
-def token_shard_assets(experiment: Experiment) -> list[dg.AssetsDefinition]:
-    return [_token_shards(experiment, variant) for variant in experiment.variants]
+from tpt.versioning import versioned_fields
 
 
-def _token_shards(experiment: Experiment, variant: str) -> dg.AssetsDefinition:
-    """Vanilla packs the documents alone; TPT packs the augmented [d; t] texts of the same documents."""
-    code_version = ExperimentPlan(experiment, ".").asset_code_version("token_shards", variant)
-    upstream = keys.AUGMENTED if variant == "tpt" else keys.CORPUS
+def _own(experiment: Experiment, instance: Instance) -> dict:
+    return {
+        "variant": instance.variant,
+        "tokenizer": versioned_fields(experiment.tokenizer),
+        "seq_len": experiment.training.seq_len,
+    }
 
-    @stage_asset(
-        experiment,
-        keys.TOKEN_SHARDS,
-        variant=variant,
-        deps=[keys.key(experiment, upstream)],
-        code_version=code_version,
-        kinds={"ray", "numpy"},
-        partitions_def=corpus_shards(experiment),
-        backfill_policy=shard_backfill_policy(experiment),
-        retry_policy=TRANSIENT_RETRY,
-        description=f"The {variant} variant tokenized with the student's tokenizer and packed to seq_len, each "
-        "source on its own, one memory-mapped token file per corpus shard (Ray task each).",
-    )
-    def token_shards(
-        context: dg.AssetExecutionContext, storage: ArtifactStorage, catalog: DuckDBCatalog, ray_cluster: RayCluster
-    ):
-        started = time.perf_counter()
-        plan = storage.plan(experiment)
-        stage, source = plan.token_shards(variant), (plan.augmented if variant == "tpt" else plan.corpus)
-        shards = run_shards(context, plan)
-        jobs = [PackJob(str(source.path / f"{s}.parquet"), str(shard_out_path(stage.path, s))) for s in shards]
-        missing = [j.source_parquet for j in jobs if not Path(j.source_parquet).exists()]
-        if missing:
-            raise dg.Failure(f"{len(missing)} input shards are missing (first: {missing[0]}); materialize {upstream}")
-        if any(not shard_out_path(stage.path, s).with_suffix(".json").exists() for s in shards):
-            ray_cluster.ensure()
-        tokenizer_dir = str(resolve_model(experiment.tokenizer, weights=False))
-        pack_started = time.perf_counter()
-        indexes, packed_now = pack_on_ray(jobs, tokenizer_dir, experiment.training.seq_len, context.log.info)
-        pack_wall = time.perf_counter() - pack_started
-        tokens_now = sum(i["n_real_tokens"] for i in indexes if "wall_s" in i)  # only fresh results carry timings
-        rows = [
-            {"shard": shard, **{c: index[c] for c in INDEX_COLUMNS}}
-            for shard, index in zip(shards, indexes, strict=True)
-        ]
-        catalog_rows = [
-            {
-                "experiment": experiment.name,
-                "variant": variant,
-                "tokens_version": stage.version,
-                "shard": r["shard"],
-                "documents": r["n_documents"],
-                "sequences": r["n_sequences"],
-                "real_tokens": r["n_real_tokens"],
-                "padding_tokens": r["n_padding_tokens"],
-                "packing_efficiency": r["packing_efficiency"],
-            }
-            for r in rows
-        ]
-        source_rows = [
-            {
-                "experiment": experiment.name,
-                "variant": variant,
-                "tokens_version": stage.version,
-                "shard": shard,
-                "source": span["name"],
-                "documents": span["n_documents"],
-                "sequences": span["n_sequences"],
-                "real_tokens": span["n_real_tokens"],
-            }
-            for shard, index in zip(shards, indexes, strict=True)
-            for span in index["sources"]
-        ]
-        cat = catalog.open()
-        cat.upsert("token_shards", catalog_rows)
-        cat.upsert("token_sources", source_rows)
-        real = sum(r["n_real_tokens"] for r in rows)
-        total = sum(r["n_real_tokens"] + r["n_padding_tokens"] for r in rows)
-        figures = {
-            "variant": variant,
-            "documents": sum(r["n_documents"] for r in rows),
-            "sequences": sum(r["n_sequences"] for r in rows),
-            "real_tokens": real,
-            "padding_tokens": total - real,
-            "packing_efficiency": round(real / total, 4),
-            "seq_len": experiment.training.seq_len,
-            "shards_packed_this_run": packed_now,
-            "tokens_per_s_this_run": round(tokens_now / pack_wall, 1) if packed_now else 0.0,
-            "real_tokens_by_source": _by_source(source_rows),
-        }
-        return finish(
-            context,
-            cat,
-            experiment.name,
-            stage,
-            wall_s=time.perf_counter() - started,
-            reused=packed_now == 0,
-            figures=figures,
-            parents=[source],
-            variant=variant,
-            extra_metadata={"shards": markdown_table(rows)},
+
+def token_shards(run: StageRun) -> StageResult:
+    out, (source,) = run.output, run.inputs()  # vanilla reads the corpus, TPT the augmented text
+    jobs = [PackJob(str(source.path / f"{s}.parquet"), str(shard_out_path(out.path, s))) for s in run.shards]
+    missing = [j.source_parquet for j in jobs if not Path(j.source_parquet).exists()]
+    if missing:
+        raise UnfinishedUpstreamError(
+            f"{len(missing)} input shards are missing (first: {missing[0]}); materialize {source.stage}"
         )
+    if any(not shard_out_path(out.path, s).with_suffix(".json").exists() for s in run.shards):
+        run.resources.ray_cluster.ensure()
+    tokenizer_dir = str(resolve_model(run.experiment.tokenizer, weights=False))
+    started = time.perf_counter()
+    indexes, packed_now = pack_on_ray(jobs, tokenizer_dir, run.experiment.training.seq_len, run.log)
+    pack_s = time.perf_counter() - started
+    fixed = {"experiment": run.experiment.name, "variant": run.instance.variant, "token_shards_version": out.version}
+    per_shard = {shard: _figures(index) for shard, index in zip(run.shards, indexes, strict=True)}
+    sources = [
+        fixed
+        | {"shard": shard, "source": span["name"], "documents": span["n_documents"]}
+        | {"sequences": span["n_sequences"], "real_tokens": span["n_real_tokens"]}
+        for shard, index in zip(run.shards, indexes, strict=True)
+        for span in index["sources"]
+    ]
+    rows = {"token_shards": [fixed | {"shard": s} | f for s, f in per_shard.items()], "token_sources": sources}
+    reuse = {s: {"reused_finished_output": "wall_s" not in i} for s, i in zip(run.shards, indexes, strict=True)}
+    totals = {k: sum(f[k] for f in per_shard.values()) for k in ("documents", "sequences", "real_tokens")}
+    padding = sum(f["padding_tokens"] for f in per_shard.values())
+    packed_tokens = sum(i["n_real_tokens"] for i in indexes if "wall_s" in i)  # only fresh results carry timings
+    figures = totals | {
+        "variant": run.instance.variant,
+        "padding_tokens": padding,
+        "packing_efficiency": round(totals["real_tokens"] / (totals["real_tokens"] + padding), 4),
+        "seq_len": run.experiment.training.seq_len,
+        "shards_packed_this_run": packed_now,
+        "tokens_per_s_this_run": round(packed_tokens / pack_s, 1) if packed_now else 0.0,
+        "real_tokens_by_source": _by_source(sources),
+    }
+    table = markdown_table([{"shard": s} | f for s, f in per_shard.items()])
+    return StageResult(
+        packed_now == 0,
+        figures,
+        rows,
+        extra_metadata={"shards": table},
+        per_partition={s: f | reuse[s] for s, f in per_shard.items()},
+    )
 
-    return token_shards
+
+def _figures(index: dict) -> dict:
+    return {
+        "documents": index["n_documents"],
+        "sequences": index["n_sequences"],
+        "real_tokens": index["n_real_tokens"],
+        "padding_tokens": index["n_padding_tokens"],
+        "packing_efficiency": index["packing_efficiency"],
+    }
 
 
 def _by_source(rows: list[dict]) -> dict[str, int]:
@@ -125,3 +84,20 @@ def _by_source(rows: list[dict]) -> dict[str, int]:
     for row in rows:
         totals[row["source"]] = totals.get(row["source"], 0) + row["real_tokens"]
     return totals
+
+
+STAGE = Stage(
+    name="token_shards",
+    revision=2,  # 2: each source packed on its own
+    own=_own,
+    reads=(Read("corpus", variants=("vanilla",)), Read("augmented_documents", variants=("tpt",))),
+    partitioning="shards",
+    per_variant=True,
+    resources=("ray_cluster",),
+    job="shards",
+    kinds=frozenset({"ray", "numpy"}),
+    retried=True,
+    description="The {variant} variant tokenized with the student's tokenizer and packed to seq_len, each source on "
+    "its own, one memory-mapped token file per corpus shard (Ray task each).",
+    compute=token_shards,
+)

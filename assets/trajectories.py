@@ -1,101 +1,70 @@
-import time
+"""Thinking trajectories: an expert's thinking t for every document d of a corpus shard, generated on a Ray Data
+actor pool (resumable per document, cached per request); each shard's own figures on its own partition."""
+
 from collections import Counter
 
-import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from assets import keys
-from assets.partitions import corpus_shards, run_shards, shard_backfill_policy
-from assets.stage import ACCELERATOR_POOL, TRANSIENT_RETRY, finish, markdown_table, png_markdown, stage_asset
-from resources import ArtifactStorage, DuckDBCatalog, RayCluster, ThinkingGenerator
-from tpt.catalog import Catalog
+from assets.stage import StageResult, StageRun, markdown_table, png_markdown
 from tpt.config import Experiment
 from tpt.corpus.build import read_shard
 from tpt.generation.shard_runner import SUCCESS, ShardSummary, generate_shards, read_trajectories
-from tpt.plan import ExperimentPlan
 from tpt.plots import histogram
+from tpt.stages import Instance, Read, Stage
+from tpt.versioning import versioned_fields
+
+CATALOG_COLUMNS = ["doc_id", "shard", "finish_reason", "prompt_tokens", "output_tokens", "document_cut", "engine"]
 
 
-def trajectories_asset(experiment: Experiment) -> dg.AssetsDefinition:
-    code_version = ExperimentPlan(experiment, ".").asset_code_version("trajectories")
-    generation = experiment.generation
+def _own(experiment: Experiment, instance: Instance) -> dict:
+    return versioned_fields(experiment.generation)
 
-    @stage_asset(
-        experiment,
-        keys.TRAJECTORIES,
-        deps=[keys.key(experiment, keys.CORPUS), keys.key(experiment, keys.THINKING_MODEL)],
-        code_version=code_version,
-        kinds={"ray", generation.engine},
-        partitions_def=corpus_shards(experiment),
-        backfill_policy=shard_backfill_policy(experiment),
-        pool=ACCELERATOR_POOL,
-        retry_policy=TRANSIENT_RETRY,
-        description="An expert's thinking t for every document d of a corpus shard (the paper's prompt, document "
-        "cut to a token limit, generation stopped at </think>), generated on a Ray Data actor pool; resumable per "
-        "document, cached per request.",
+
+def thinking_trajectories(run: StageRun) -> StageResult:
+    out, corpus, generator = run.output, run.input("corpus"), run.resources.generator
+    pending = [s for s in run.shards if not (out.path / s / SUCCESS).exists()]
+    if pending:
+        run.resources.ray_cluster.ensure()
+    summaries = generate_shards(
+        {s: read_shard(corpus.path, s) for s in run.shards},
+        out.path,
+        generator.engine_spec(run.experiment.generation),
+        run.experiment.generation,
+        generator.placement(),
+        run.log,
+        cache_root=run.outputs.root.parent,
     )
-    def thinking_trajectories(
-        context: dg.AssetExecutionContext,
-        storage: ArtifactStorage,
-        catalog: DuckDBCatalog,
-        ray_cluster: RayCluster,
-        generator: ThinkingGenerator,
-    ):
-        started = time.perf_counter()
-        plan = storage.plan(experiment)
-        shards = run_shards(context, plan)
-        out = plan.trajectories.path
-        pending = [s for s in shards if not (out / s / SUCCESS).exists()]
-        if pending:
-            ray_cluster.ensure()
-        summaries = generate_shards(
-            {s: read_shard(plan.corpus.path, s) for s in shards},
-            out,
-            generator.engine_spec(generation),
-            generation,
-            generator.placement(),
-            context.log.info,
-            cache_root=plan.root.parent,
-        )
-        table = pa.concat_tables([read_trajectories(out / s) for s in shards], promote_options="permissive")
-        cat = catalog.open()
-        _record(cat, experiment, plan.trajectories.version, table, summaries.values(), generator.gpus_in_use())
-        figures = _figures(experiment, table, list(summaries.values()), generator.gpus_in_use())
-        by_source = _lengths_by_source(table)
-        extra = {
-            "shards": markdown_table(
-                [s.as_dict() | {"finish_reasons": str(s.finish_reasons)} for s in summaries.values()]
-            ),
-            "thinking_length_by_source": png_markdown(
-                histogram(by_source, title="Thinking length by document domain", xlabel="thinking tokens"),
-                "thinking length by source",
-            ),
-        }
-        return finish(
-            context,
-            cat,
-            experiment.name,
-            plan.trajectories,
-            wall_s=time.perf_counter() - started,
-            reused=not pending,
-            figures=figures,
-            parents=[plan.corpus],
-            extra_metadata=extra,
-        )
-
-    return thinking_trajectories
+    gpus = generator.gpus_in_use()
+    tables = {s: read_trajectories(out.path / s) for s in run.shards}
+    table = pa.concat_tables(tables.values(), promote_options="permissive")
+    fixed = {"experiment": run.experiment.name, "thinking_trajectories_version": out.version}
+    rows = {
+        "trajectories": [fixed | r for r in table.select([*CATALOG_COLUMNS, "error"]).to_pylist()],
+        "generation_shards": [fixed | _shard_row(s, gpus) for s in summaries.values()],
+    }
+    extra = {
+        "shards": markdown_table([s.as_dict() | {"finish_reasons": str(s.finish_reasons)} for s in summaries.values()]),
+        "thinking_length_by_source": png_markdown(
+            histogram(_lengths_by_source(table), title="Thinking length by document domain", xlabel="thinking tokens"),
+            "thinking length by source",
+        ),
+    }
+    return StageResult(
+        reused=not pending,
+        figures=_figures(run.experiment, table, list(summaries.values()), gpus),
+        rows=rows,
+        extra_metadata=extra,
+        per_partition={
+            s: _figures(run.experiment, tables[s], [summaries[s]], gpus) | {"reused_finished_output": s not in pending}
+            for s in run.shards
+        },
+    )
 
 
 def _figures(experiment: Experiment, table: pa.Table, summaries: list[ShardSummary], gpus: int) -> dict:
-    lengths = np.array(
-        [
-            n
-            for n, r in zip(table["output_tokens"].to_pylist(), table["finish_reason"].to_pylist(), strict=True)
-            if r != "error"
-        ]
-        or [0]
-    )
+    pairs = zip(table["output_tokens"].to_pylist(), table["finish_reason"].to_pylist(), strict=True)
+    lengths = np.array([n for n, reason in pairs if reason != "error"] or [0])
     generated = [s for s in summaries if s.generated_this_run]
     rate = max((s.output_tokens_per_s for s in generated), default=0.0)  # shards of one run share the pool's rate
     return {
@@ -120,42 +89,20 @@ def _figures(experiment: Experiment, table: pa.Table, summaries: list[ShardSumma
     }
 
 
-def _record(cat: Catalog, experiment: Experiment, version: str, table: pa.Table, summaries, gpus: int) -> None:
-    columns = ["doc_id", "shard", "finish_reason", "prompt_tokens", "output_tokens", "document_cut", "engine", "error"]
-    cat.upsert(
-        "trajectories",
-        [
-            row
-            | {
-                "experiment": experiment.name,
-                "trajectories_version": version,
-                "prompt_version": experiment.generation.prompt.version,
-                "model": experiment.generation.model.name,
-            }
-            for row in table.select(columns).to_pylist()
-        ],
-    )
-    cat.upsert(
-        "generation_shards",
-        [
-            {
-                "experiment": experiment.name,
-                "trajectories_version": version,
-                "shard": s.shard,
-                "documents": s.documents,
-                "generated_this_run": s.generated_this_run,
-                "cache_hits": s.cache_hits,
-                "errors": s.errors,
-                "prompt_tokens": s.prompt_tokens,
-                "output_tokens": s.output_tokens,
-                "output_tokens_per_s": s.output_tokens_per_s,
-                "gpus": gpus,
-                "wall_s": s.wall_s,
-                "finish_reasons": str(s.finish_reasons),
-            }
-            for s in summaries
-        ],
-    )
+def _shard_row(s: ShardSummary, gpus: int) -> dict:
+    return {
+        "shard": s.shard,
+        "documents": s.documents,
+        "generated_this_run": s.generated_this_run,
+        "cache_hits": s.cache_hits,
+        "errors": s.errors,
+        "prompt_tokens": s.prompt_tokens,
+        "output_tokens": s.output_tokens,
+        "output_tokens_per_s": s.output_tokens_per_s,
+        "gpus": gpus,
+        "wall_s": s.wall_s,
+        "finish_reasons": str(s.finish_reasons),
+    }
 
 
 def _lengths_by_source(table: pa.Table) -> dict[str, list[int]]:
@@ -167,3 +114,22 @@ def _lengths_by_source(table: pa.Table) -> dict[str, list[int]]:
         if reason != "error":
             groups.setdefault(source, []).append(n)
     return groups
+
+
+STAGE = Stage(
+    name="thinking_trajectories",
+    revision=1,
+    own=_own,
+    reads=(Read("corpus"), Read("thinking_model")),
+    partitioning="shards",
+    settings=("generator",),
+    resources=("ray_cluster",),
+    job="shards",
+    kinds=lambda experiment: {"ray", experiment.generation.engine},
+    accelerator=True,
+    retried=True,
+    description="An expert's thinking t for every document d of a corpus shard (the paper's prompt, document cut "
+    "to a token limit, generation stopped at </think>), generated on a Ray Data actor pool; resumable per "
+    "document, cached per request.",
+    compute=thinking_trajectories,
+)

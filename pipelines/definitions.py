@@ -29,9 +29,10 @@ def default_resources() -> dict[str, Any]:
 def build_definitions(
     experiments: Sequence[Experiment] | None = None, resources: Mapping[str, Any] | None = None
 ) -> dg.Definitions:
+    resources = dict(resources) if resources is not None else default_resources()
     assets, checks, jobs, schedules, sensors = [], [], [], [], []
     for experiment in selected_experiments() if experiments is None else experiments:
-        assets += experiment_assets(experiment)
+        assets += experiment_assets(experiment, resources)
         checks += experiment_checks(experiment)
         by_name = experiment_jobs(experiment)
         jobs += list(by_name.values())
@@ -52,7 +53,7 @@ def build_definitions(
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources=dict(resources) if resources is not None else default_resources(),
+        resources=resources,
         # One process per run: the stages share one Ray connection and one DuckDB writer. Scale comes from Ray,
         # not from Dagster subprocesses.
         executor=dg.in_process_executor,

@@ -20,12 +20,13 @@ import sys
 from dataclasses import asdict
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from assets.partitions import cell_key, corpus_shards
-from assets.stage import ACCELERATOR_POOL
+from assets.registry import outputs_for
+from assets.stage import ACCELERATOR_POOL, settings_of
 from pipelines.definitions import build_definitions, default_resources
 from pipelines.experiments import experiment_path
+from pipelines.private import partition_range_tags
 from tpt.config import ConfigError, Experiment, load_experiment
 from tpt.errors import InputError
 from tpt.models import resolve_model
@@ -38,8 +39,9 @@ RUN_HOST, RUN_PID = "tpt/host", "tpt/pid"
 def run_experiment(
     defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterInstance
 ) -> list[dg.ExecuteInProcessResult]:
-    """Corpus, data, each scale's training, each score cell, report. A failed corpus or data run stops there; a
-    failed scale or cell does not stop the others, but the report then waits for a complete matrix."""
+    """Corpus, generation estimate, data, each scale's training, each score cell, report. A failed corpus or data run
+    stops there (a failed estimate does not: it only informs); a failed scale or cell does not stop the others, but
+    the report then waits for a complete matrix."""
     results: list[dg.ExecuteInProcessResult] = []
     release_dead_runs_slots(instance)
     owner = {RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())}
@@ -53,8 +55,9 @@ def run_experiment(
 
     if not run("corpus"):
         return results
+    run("generation_estimate")
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
-    if not run("data", tags={ASSET_PARTITION_RANGE_START_TAG: shards[0], ASSET_PARTITION_RANGE_END_TAG: shards[-1]}):
+    if not run("data", tags=partition_range_tags(shards[0], shards[-1])):
         return results
     trained = [scale for scale in experiment.scale_names if run("training", partition_key=scale)]
     scored = [
@@ -115,7 +118,8 @@ def lineage(experiment: Experiment, variant: str, benchmark: str, scale: str | N
     if benchmark not in experiment.evaluation.benchmarks:
         raise ConfigError(f"benchmark {benchmark!r} is not one of {list(experiment.evaluation.benchmarks)}")
     resources = default_resources()
-    version = resources["storage"].plan(experiment).benchmarks(variant, scale, benchmark).version
+    outputs = outputs_for(experiment, resources["storage"].root, settings_of(resources))
+    version = outputs.of("benchmark_scores", variant, scale, benchmark).version
     found = resources["catalog"].open().score_inputs(experiment.name, variant, benchmark, version)
     if not found["scores"]:
         raise ConfigError(f"no score of {variant} {scale} on {benchmark} at version {version}; run the benchmarks")

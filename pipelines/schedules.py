@@ -1,18 +1,14 @@
 """Scheduled reruns, off until a user turns them on in the UI: both spend compute. Reruns are cheap where nothing
 changed, since every stage finds its finished output by version and returns at once."""
 
-from typing import TYPE_CHECKING
-
 import dagster as dg
 
-if TYPE_CHECKING:  # Dagster does not export the type that define_asset_job returns
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-
 from assets.partitions import score_cells
+from pipelines.private import AssetJob
 from tpt.config import Experiment
 
 
-def nightly_benchmarks(experiment: Experiment, job: "UnresolvedAssetJobDefinition") -> dg.ScheduleDefinition:
+def nightly_benchmarks(experiment: Experiment, job: AssetJob) -> dg.ScheduleDefinition:
     """One run per (scale, benchmark) cell every night, e.g. after the evaluation settings or lm-eval changed."""
     cells = score_cells(experiment)
 
@@ -37,7 +33,7 @@ def nightly_benchmarks(experiment: Experiment, job: "UnresolvedAssetJobDefinitio
     return nightly
 
 
-def daily_corpus_discovery(experiment: Experiment, job: "UnresolvedAssetJobDefinition") -> dg.ScheduleDefinition:
+def daily_corpus_discovery(experiment: Experiment, job: AssetJob) -> dg.ScheduleDefinition:
     """Re-reads the corpus sources every day at 01:00, before the nightly evaluation: new documents become new
     shards (and partitions), which the new-shards sensor then turns into their own generation runs."""
 

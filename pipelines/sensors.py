@@ -5,19 +5,17 @@ checkpoint -> its own benchmark cells; and new benchmark scores -> the report, o
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
-if TYPE_CHECKING:  # Dagster does not export the type that define_asset_job returns
-    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-
-from assets import keys
-from assets.benchmarks import RESULTS_FILE
+from assets import registry
 from assets.partitions import cell_key, corpus_shards
-from resources import ArtifactStorage
+from assets.registry import outputs_for
+from assets.stage import SETTINGS_RESOURCES, asset_key, settings_of
+from pipelines.private import AssetJob
 from tpt.config import Experiment, LocalFolder
 from tpt.corpus.sources import LOCAL_PATTERNS
+from tpt.evaluation.runner import EvaluationRun
 
 
 def corpus_fingerprint(folders: list[Path]) -> str:
@@ -31,9 +29,7 @@ def corpus_fingerprint(folders: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def new_corpus_files_sensor(
-    experiment: Experiment, corpus_job: "UnresolvedAssetJobDefinition"
-) -> dg.SensorDefinition | None:
+def new_corpus_files_sensor(experiment: Experiment, corpus_job: AssetJob) -> dg.SensorDefinition | None:
     """Runs the corpus job when the local corpus folders change; the cursor is the folders' fingerprint, so a
     restarted daemon neither misses a change nor repeats a run for one it already saw."""
     folders = [Path(s.path).expanduser() for s in experiment.corpus.sources if isinstance(s, LocalFolder)]
@@ -57,11 +53,16 @@ def new_corpus_files_sensor(
     return watch
 
 
-def new_shards_sensor(experiment: Experiment, shards_job: "UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
-    """One run of the per-shard stages for each shard partition that has no thinking yet. The cursor holds the
-    shards already requested, so each is asked for once."""
+def new_shards_sensor(experiment: Experiment, shards_job: AssetJob) -> dg.SensorDefinition:
+    """One run of the per-shard stages for each shard partition that one of them has not materialized yet. The
+    cursor holds the shards already requested, so each is asked for once."""
     partitions = corpus_shards(experiment)
-    trajectories = keys.key(experiment, keys.TRAJECTORIES)
+    shard_assets = [
+        asset_key(experiment, spec.name, variant)
+        for spec in registry.STAGES
+        if spec.partitioning == "shards"
+        for variant in (experiment.variants if spec.per_variant else [None])
+    ]
 
     @dg.sensor(
         name=f"{experiment.name}_new_shards",
@@ -73,10 +74,10 @@ def new_shards_sensor(experiment: Experiment, shards_job: "UnresolvedAssetJobDef
     def new_shards(context: dg.SensorEvaluationContext):
         requested = set(json.loads(context.cursor)) if context.cursor else set()
         registered = context.instance.get_dynamic_partitions(partitions.name)
-        done = context.instance.get_materialized_partitions(trajectories)
+        done = set.intersection(*(set(context.instance.get_materialized_partitions(k)) for k in shard_assets))
         todo = [s for s in registered if s not in done and s not in requested]
         if not todo:
-            return dg.SkipReason("no shard without thinking")
+            return dg.SkipReason("no shard without finished per-shard stages")
         context.update_cursor(json.dumps(sorted(requested | set(todo))))
         return [
             dg.RunRequest(run_key=f"{experiment.name}:{shard}", partition_key=shard, tags={"trigger": "new_shard"})
@@ -86,13 +87,13 @@ def new_shards_sensor(experiment: Experiment, shards_job: "UnresolvedAssetJobDef
     return new_shards
 
 
-def new_checkpoints_sensor(
-    experiment: Experiment, benchmarks_job: "UnresolvedAssetJobDefinition"
-) -> dg.SensorDefinition:
-    """A new checkpoint materialization asks for the benchmark cells of its variant and scale that have no score
-    yet, one run each, selecting only that variant's scores. The cursor is the newest materialization event seen,
-    so a restarted daemon neither misses a checkpoint nor asks twice for one."""
-    checkpoints = {keys.key(experiment, keys.CHECKPOINT, v): v for v in experiment.variants}
+def new_checkpoints_sensor(experiment: Experiment, benchmarks_job: AssetJob) -> dg.SensorDefinition:
+    """A new checkpoint materialization asks for the benchmark cells of its variant and scale that have no finished
+    score under the current versions, one run each, selecting only that variant's scores. The cursor is the newest
+    materialization event seen, so a restarted daemon neither misses a checkpoint nor asks twice for one."""
+    [cells] = [spec for spec in registry.STAGES if spec.partitioning == "cells"]
+    [checkpoint] = [r.stage for r in cells.reads]
+    checkpoints = {asset_key(experiment, checkpoint, v): v for v in experiment.variants}
 
     @dg.sensor(
         name=f"{experiment.name}_new_checkpoints",
@@ -100,10 +101,12 @@ def new_checkpoints_sensor(
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Evaluates each new checkpoint on every benchmark it has no score for.",
+        required_resource_keys={"storage", *SETTINGS_RESOURCES},
     )
-    def new_checkpoints(context: dg.SensorEvaluationContext, storage: ArtifactStorage):
+    def new_checkpoints(context: dg.SensorEvaluationContext):
         after = int(context.cursor) if context.cursor else None
-        plan, newest, latest = storage.plan(experiment), after, {}
+        outputs = outputs_for(experiment, context.resources.storage.root, settings_of(context.resources))
+        newest, latest = after, {}
         for key, variant in checkpoints.items():
             found = context.instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=1000, ascending=True
@@ -115,12 +118,12 @@ def new_checkpoints_sensor(
             dg.RunRequest(
                 run_key=f"{variant}:{scale}:{benchmark}:{storage_id}",
                 partition_key=cell_key(scale, benchmark),
-                asset_selection=[keys.key(experiment, keys.BENCHMARKS, variant)],
+                asset_selection=[asset_key(experiment, cells.name, variant)],
                 tags={"experiment": experiment.name, "variant": variant, "trigger": "new_checkpoint"},
             )
             for (variant, scale), storage_id in latest.items()
             for benchmark in experiment.evaluation.benchmarks
-            if not (plan.benchmarks(variant, scale, benchmark).path / RESULTS_FILE).exists()
+            if EvaluationRun.load(outputs.of(cells.name, variant, scale, benchmark).path) is None
         ]
         if newest is not None:
             context.update_cursor(str(newest))
@@ -134,7 +137,7 @@ def report_sensor(experiment: Experiment) -> dg.AutomationConditionSensorDefinit
     condition), e.g. after the nightly runs. Off until turned on, like every sensor here."""
     return dg.AutomationConditionSensorDefinition(
         f"{experiment.name}_report",
-        target=dg.AssetSelection.assets(keys.key(experiment, keys.REPORT)),
+        target=dg.AssetSelection.assets(*(asset_key(experiment, s.name) for s in registry.STAGES if s.eager)),
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Rebuild the report when the benchmark matrix is complete and a cell changed.",
     )

@@ -29,27 +29,28 @@ CREATE TABLE IF NOT EXISTS documents (
     experiment VARCHAR, corpus_version VARCHAR, doc_id VARCHAR, source VARCHAR, shard VARCHAR, n_chars BIGINT,
     PRIMARY KEY (experiment, corpus_version, doc_id));
 CREATE TABLE IF NOT EXISTS trajectories (
-    experiment VARCHAR, trajectories_version VARCHAR, doc_id VARCHAR, shard VARCHAR, finish_reason VARCHAR,
+    experiment VARCHAR, thinking_trajectories_version VARCHAR, doc_id VARCHAR, shard VARCHAR, finish_reason VARCHAR,
     prompt_tokens BIGINT, output_tokens BIGINT, document_cut BOOLEAN, engine VARCHAR, prompt_version VARCHAR,
-    model VARCHAR, error VARCHAR, PRIMARY KEY (experiment, trajectories_version, doc_id));
+    model VARCHAR, error VARCHAR, PRIMARY KEY (experiment, thinking_trajectories_version, doc_id));
 CREATE TABLE IF NOT EXISTS generation_shards (
-    experiment VARCHAR, trajectories_version VARCHAR, shard VARCHAR, documents BIGINT, generated_this_run BIGINT,
-    cache_hits BIGINT, errors BIGINT, prompt_tokens BIGINT, output_tokens BIGINT, output_tokens_per_s DOUBLE,
-    gpus BIGINT, wall_s DOUBLE, finish_reasons VARCHAR, PRIMARY KEY (experiment, trajectories_version, shard));
+    experiment VARCHAR, thinking_trajectories_version VARCHAR, shard VARCHAR, documents BIGINT,
+    generated_this_run BIGINT, cache_hits BIGINT, errors BIGINT, prompt_tokens BIGINT, output_tokens BIGINT,
+    output_tokens_per_s DOUBLE,
+    gpus BIGINT, wall_s DOUBLE, finish_reasons VARCHAR, PRIMARY KEY (experiment, thinking_trajectories_version, shard));
 CREATE TABLE IF NOT EXISTS contamination (
     experiment VARCHAR, corpus_version VARCHAR, doc_id VARCHAR, source VARCHAR, benchmark VARCHAR, item BIGINT,
     ngram VARCHAR, PRIMARY KEY (experiment, corpus_version, doc_id));
 CREATE TABLE IF NOT EXISTS token_sources (
-    experiment VARCHAR, variant VARCHAR, tokens_version VARCHAR, shard VARCHAR, source VARCHAR, documents BIGINT,
-    sequences BIGINT, real_tokens BIGINT, PRIMARY KEY (experiment, variant, tokens_version, shard, source));
+    experiment VARCHAR, variant VARCHAR, token_shards_version VARCHAR, shard VARCHAR, source VARCHAR, documents BIGINT,
+    sequences BIGINT, real_tokens BIGINT, PRIMARY KEY (experiment, variant, token_shards_version, shard, source));
 CREATE TABLE IF NOT EXISTS mixture (
-    experiment VARCHAR, variant VARCHAR, mixture_version VARCHAR, source VARCHAR, weight DOUBLE,
+    experiment VARCHAR, variant VARCHAR, data_mixture_version VARCHAR, source VARCHAR, weight DOUBLE,
     available_sequences BIGINT, available_tokens BIGINT, selected_sequences BIGINT, selected_tokens BIGINT,
-    epochs DOUBLE, PRIMARY KEY (experiment, variant, mixture_version, source));
+    epochs DOUBLE, PRIMARY KEY (experiment, variant, data_mixture_version, source));
 CREATE TABLE IF NOT EXISTS token_shards (
-    experiment VARCHAR, variant VARCHAR, tokens_version VARCHAR, shard VARCHAR, documents BIGINT,
+    experiment VARCHAR, variant VARCHAR, token_shards_version VARCHAR, shard VARCHAR, documents BIGINT,
     sequences BIGINT, real_tokens BIGINT, padding_tokens BIGINT, packing_efficiency DOUBLE,
-    PRIMARY KEY (experiment, variant, tokens_version, shard));
+    PRIMARY KEY (experiment, variant, token_shards_version, shard));
 CREATE TABLE IF NOT EXISTS checkpoints (
     experiment VARCHAR, variant VARCHAR, checkpoint_version VARCHAR, path VARCHAR, tokens_seen BIGINT,
     steps BIGINT, epochs DOUBLE, parameters BIGINT, final_loss DOUBLE, tokens_per_s DOUBLE,
@@ -58,13 +59,13 @@ CREATE TABLE IF NOT EXISTS loss_curve (
     experiment VARCHAR, variant VARCHAR, checkpoint_version VARCHAR, step BIGINT, loss DOUBLE, lr DOUBLE,
     tokens_seen BIGINT, PRIMARY KEY (experiment, variant, checkpoint_version, step));
 CREATE TABLE IF NOT EXISTS scores (
-    experiment VARCHAR, variant VARCHAR, benchmarks_version VARCHAR, benchmark VARCHAR, metric VARCHAR,
+    experiment VARCHAR, variant VARCHAR, benchmark_scores_version VARCHAR, benchmark VARCHAR, metric VARCHAR,
     value DOUBLE, stderr DOUBLE, n_samples BIGINT, primary_metric BOOLEAN, task_version VARCHAR,
-    PRIMARY KEY (experiment, variant, benchmarks_version, benchmark, metric));
+    PRIMARY KEY (experiment, variant, benchmark_scores_version, benchmark, metric));
 CREATE TABLE IF NOT EXISTS eval_samples (
-    experiment VARCHAR, variant VARCHAR, benchmarks_version VARCHAR, benchmark VARCHAR, doc_index BIGINT,
+    experiment VARCHAR, variant VARCHAR, benchmark_scores_version VARCHAR, benchmark VARCHAR, doc_index BIGINT,
     prompt VARCHAR, generation VARCHAR, extracted VARCHAR, target VARCHAR, correct BOOLEAN,
-    PRIMARY KEY (experiment, variant, benchmarks_version, benchmark, doc_index));
+    PRIMARY KEY (experiment, variant, benchmark_scores_version, benchmark, doc_index));
 ALTER TABLE checkpoints ADD COLUMN IF NOT EXISTS scale VARCHAR;
 ALTER TABLE scores ADD COLUMN IF NOT EXISTS scale VARCHAR;
 """
@@ -75,12 +76,12 @@ LOCK_RETRY_S = 60.0
 STAGE_ROWS = {
     "checkpoint": "SELECT variant, scale, path, tokens_seen, steps, final_loss FROM checkpoints "
     "WHERE experiment = ? AND checkpoint_version = ?",
-    "mixture": "SELECT variant, source, weight, selected_sequences, selected_tokens, epochs FROM mixture "
-    "WHERE experiment = ? AND mixture_version = ? ORDER BY source",
+    "data_mixture": "SELECT variant, source, weight, selected_sequences, selected_tokens, epochs FROM mixture "
+    "WHERE experiment = ? AND data_mixture_version = ? ORDER BY source",
     "token_shards": "SELECT variant, shard, documents, sequences, real_tokens FROM token_shards "
-    "WHERE experiment = ? AND tokens_version = ? ORDER BY shard",
-    "trajectories": "SELECT shard, documents, output_tokens, errors FROM generation_shards "
-    "WHERE experiment = ? AND trajectories_version = ? ORDER BY shard",
+    "WHERE experiment = ? AND token_shards_version = ? ORDER BY shard",
+    "thinking_trajectories": "SELECT shard, documents, output_tokens, errors FROM generation_shards "
+    "WHERE experiment = ? AND thinking_trajectories_version = ? ORDER BY shard",
     "corpus": "SELECT shard, source, count(*) AS documents, sum(n_chars) AS chars FROM documents "
     "WHERE experiment = ? AND corpus_version = ? GROUP BY shard, source ORDER BY shard, source",
 }
@@ -185,7 +186,7 @@ class Catalog:
         sources = {d["source"] for d in documents}
         while queue:
             node = queue.popleft()
-            if node in reached or (node[0] == "mixture" and not self._mixture_takes(experiment, node[1], sources)):
+            if node in reached or (node[0] == "data_mixture" and not self._mixture_takes(experiment, node[1], sources)):
                 continue
             reached[node] = None
             queue.extend(edges.get(node, []))
@@ -195,18 +196,18 @@ class Catalog:
         return {
             "documents": documents,
             "trajectories": self.query(
-                "SELECT trajectories_version, shard, finish_reason, output_tokens, prompt_version, model "
+                "SELECT thinking_trajectories_version, shard, finish_reason, output_tokens, prompt_version, model "
                 "FROM trajectories WHERE experiment = ? AND doc_id = ?",
                 [experiment, doc_id],
             ),
             "stages": [{"stage": s, "version": v} for s, v in reached],
             "checkpoints": self._rows_at("checkpoints", "checkpoint_version", experiment, versions.get("checkpoint")),
-            "scores": self._rows_at("scores", "benchmarks_version", experiment, versions.get("benchmarks")),
+            "scores": self._rows_at("scores", "benchmark_scores_version", experiment, versions.get("benchmark_scores")),
         }
 
     def _mixture_takes(self, experiment: str, version: str, sources: set[str]) -> bool:
         rows = self.query(
-            "SELECT source, selected_sequences FROM mixture WHERE experiment = ? AND mixture_version = ?",
+            "SELECT source, selected_sequences FROM mixture WHERE experiment = ? AND data_mixture_version = ?",
             [experiment, version],
         )
         return any(r["selected_sequences"] > 0 for r in rows if r["source"] in sources)
@@ -224,8 +225,8 @@ class Catalog:
         return self.query(
             """
             SELECT m.source, m.selected_sequences AS sequences, m.selected_tokens AS real_tokens, m.epochs
-            FROM lineage l JOIN mixture m ON m.experiment = l.experiment AND m.mixture_version = l.parent_version
-            WHERE l.experiment = ? AND l.stage = 'checkpoint' AND l.version = ? AND l.parent_stage = 'mixture'
+            FROM lineage l JOIN mixture m ON m.experiment = l.experiment AND m.data_mixture_version = l.parent_version
+            WHERE l.experiment = ? AND l.stage = 'checkpoint' AND l.version = ? AND l.parent_stage = 'data_mixture'
             ORDER BY m.source
             """,
             [experiment, checkpoint_version],
@@ -236,9 +237,9 @@ class Catalog:
         and every stage version behind it with that stage's rows (checkpoint, token shards, generation shards,
         corpus documents by shard): the inputs behind the score."""
         cell = [experiment, variant, version, benchmark]
-        where = "WHERE experiment = ? AND variant = ? AND benchmarks_version = ? AND benchmark = ?"
+        where = "WHERE experiment = ? AND variant = ? AND benchmark_scores_version = ? AND benchmark = ?"
         upstream, seen = [], set()
-        for found in self.lineage(experiment, "benchmarks", version):  # nearest first; a stage reached twice once
+        for found in self.lineage(experiment, "benchmark_scores", version):  # nearest first; a stage reached twice once
             if (found["stage"], found["version"]) in seen:
                 continue
             seen.add((found["stage"], found["version"]))

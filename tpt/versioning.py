@@ -1,6 +1,6 @@
 """Content hashing that decides what reruns (marin's idea): a stage's version is a hash of the config fields
-that change its output, plus the versions of the stages it reads. Same version, same output path, no rework.
-"""
+that change its output, plus the versions of the stages it reads (``tpt.stages``). Same version, same output path,
+no rework."""
 
 from __future__ import annotations
 
@@ -12,17 +12,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from tpt.atomic import write_atomic
-
-# Bumped by hand when a stage's code changes what it writes for the same config.
-STAGE_CODE_REVISIONS = {
-    "corpus": 2,  # 2: decontamination and near-dedup
-    "trajectories": 1,
-    "augmented": 1,
-    "token_shards": 2,  # 2: each source packed on its own
-    "mixture": 1,
-    "checkpoint": 2,  # 2: reads the resolved mixture
-    "benchmarks": 1,
-}
 
 
 def versioned_fields(model: BaseModel) -> dict[str, Any]:
@@ -50,11 +39,6 @@ def content_hash(*parts: Any, length: int = 12) -> str:
     """Stable short hash of JSON-serialisable parts (key order does not matter)."""
     payload = json.dumps([_plain(p) for p in parts], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:length]
-
-
-def stage_version(stage: str, own: Any, *upstream_versions: str) -> str:
-    """Version of one stage's output: its code revision, its own versioned config, and what it reads."""
-    return content_hash(stage, STAGE_CODE_REVISIONS[stage], own, list(upstream_versions))
 
 
 def folder_digest(folder: Path, cache: Path) -> str:

@@ -2,9 +2,7 @@
 
 import dagster as dg
 
-from assets.corpus import corpus_asset
-from assets.models import thinking_model_asset
-from resources import ArtifactStorage, DuckDBCatalog
+from tests.support import resources_at, stage_asset
 from tpt.config import Experiment, LocalFolder
 
 
@@ -31,14 +29,13 @@ def test_missing_model_path_fails_in_one_line_and_keeps_the_finished_corpus(embe
         corpus__sources=[LocalFolder(name="docs", path=str(corpus_dir)).model_dump()],
         generation__model={"kind": "local", "name": str(tmp_path / "no-such-model")},
     )
-    resources = {
-        "storage": ArtifactStorage(root=str(tmp_path / "art")),
-        "catalog": DuckDBCatalog(path=str(tmp_path / "c.duckdb")),
-    }
-    done = dg.materialize([corpus_asset(experiment)], resources=resources)
+    resources = resources_at(tmp_path)
+    done = dg.materialize([stage_asset(experiment, "corpus", resources)], resources=resources)
     assert done.success
     manifest = next((tmp_path / "art").rglob("_manifest.json"))
-    failed = dg.materialize([thinking_model_asset(experiment)], resources=resources, raise_on_error=False)
+    failed = dg.materialize(
+        [stage_asset(experiment, "thinking_model", resources)], resources=resources, raise_on_error=False
+    )
     assert not failed.success
     message = _failure_message(failed)
     assert message.startswith("ModelNotFoundError: model folder") and "no-such-model" in message
@@ -48,10 +45,7 @@ def test_missing_model_path_fails_in_one_line_and_keeps_the_finished_corpus(embe
 
 def test_missing_corpus_folder_fails_in_one_line(embedded, tmp_path):
     experiment = _with(embedded, corpus__sources=[LocalFolder(name="x", path=str(tmp_path / "gone")).model_dump()])
-    resources = {
-        "storage": ArtifactStorage(root=str(tmp_path / "art")),
-        "catalog": DuckDBCatalog(path=str(tmp_path / "c.duckdb")),
-    }
-    result = dg.materialize([corpus_asset(experiment)], resources=resources, raise_on_error=False)
+    resources = resources_at(tmp_path)
+    result = dg.materialize([stage_asset(experiment, "corpus", resources)], resources=resources, raise_on_error=False)
     message = _failure_message(result)
     assert message == f"SourceError: corpus folder {tmp_path / 'gone'} does not exist or is not a folder"

@@ -14,13 +14,14 @@ from types import SimpleNamespace
 import dagster as dg
 import pytest
 
-from assets.benchmarks import RESULTS_FILE, benchmark_assets
 from assets.checks import experiment_checks
+from pipelines.definitions import default_resources
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator
+from tests.support import outputs, stage_asset
 from tpt.atomic import read_json
 from tpt.catalog import Catalog
 from tpt.config import ConfigError, Experiment, load_experiment
-from tpt.plan import ExperimentPlan
+from tpt.evaluation.runner import RESULTS_FILE
 
 BENCHMARKS = ("gsm8k", "math", "humaneval", "mbpp")
 REPO = Path(__file__).resolve().parents[2]
@@ -37,19 +38,19 @@ def cell_experiment(embedded: Experiment, **evaluation) -> Experiment:
 
 def place_checkpoint(experiment: Experiment, root: Path, variant: str, checkpoint: Path) -> None:
     """The tiny checkpoint where the checkpoint stage would have written it."""
-    final = ExperimentPlan(experiment, root).checkpoint(variant, "base").path / "final"
+    final = outputs(experiment, resources(root)).of("checkpoint", variant, "base").path / "final"
     final.parent.mkdir(parents=True)
     final.symlink_to(checkpoint, target_is_directory=True)
 
 
 def cell_assets(experiment: Experiment, variant: str) -> list:
-    [asset] = [a for a in benchmark_assets(experiment) if a.key.path[-1] == f"benchmark_scores_{variant}"]
+    asset = stage_asset(experiment, "benchmark_scores", default_resources(), variant)
     checks = [c for c in experiment_checks(experiment) if {k.asset_key for k in c.check_keys} == {asset.key}]
     return [asset, *checks]
 
 
 def resources(root: Path) -> dict:
-    return {
+    return default_resources() | {
         "storage": ArtifactStorage(root=str(root)),
         "catalog": DuckDBCatalog(path=str(root / "catalog.duckdb")),
         "evaluator": Evaluator(device="cpu"),
@@ -118,15 +119,15 @@ def _lm_eval_cli(task_root: Path, model_args: dict, out: Path) -> tuple[dict, di
 
 @pytest.mark.slow
 def test_scores_and_generations_equal_lm_eval_run_directly(cells, tiny_checkpoint, tmp_path):
-    plan = ExperimentPlan(cells.experiment, cells.root)
+    plan = outputs(cells.experiment, resources(cells.root))
     catalog = Catalog(cells.root / "catalog.duckdb")
-    model_args = read_json(plan.benchmarks("vanilla", "base", "gsm8k").path / RESULTS_FILE)["model_args"]
+    model_args = read_json(plan.of("benchmark_scores", "vanilla", "base", "gsm8k").path / RESULTS_FILE)["model_args"]
     assert Path(model_args["pretrained"]) == tiny_checkpoint.resolve()
-    theirs, their_samples = _lm_eval_cli(plan.root / "benchmarks", model_args, tmp_path / "lm_eval")
+    theirs, their_samples = _lm_eval_cli(plan.root / "benchmark_scores", model_args, tmp_path / "lm_eval")
     for benchmark in BENCHMARKS:
-        task, version = f"tpt_{benchmark}", plan.benchmarks("vanilla", "base", benchmark).version
+        task, version = f"tpt_{benchmark}", plan.of("benchmark_scores", "vanilla", "base", benchmark).version
         cell = ["vanilla", benchmark, version]
-        where = "WHERE variant = ? AND benchmark = ? AND benchmarks_version = ?"
+        where = "WHERE variant = ? AND benchmark = ? AND benchmark_scores_version = ?"
         ours = {r["metric"]: r["value"] for r in catalog.query(f"SELECT metric, value FROM scores {where}", cell)}
         reported = theirs["results"][task]
         expected = {k: v for k, v in reported.items() if "," in k and "_stderr," not in k}
@@ -147,18 +148,18 @@ def test_scores_and_generations_equal_lm_eval_run_directly(cells, tiny_checkpoin
 
 @pytest.mark.slow
 def test_each_partition_is_one_cell_with_its_own_version_and_lineage(cells):
-    plan = ExperimentPlan(cells.experiment, cells.root)
+    plan = outputs(cells.experiment, resources(cells.root))
     catalog = Catalog(cells.root / "catalog.duckdb")
     for benchmark, result in cells.first.items():
         meta = _metadata(result)
         assert meta["benchmark"] == benchmark and meta["samples"] == 2 and meta["reused_finished_output"] is False
-        assert meta["stage_version"] == plan.benchmarks("vanilla", "base", benchmark).version
+        assert meta["stage_version"] == plan.of("benchmark_scores", "vanilla", "base", benchmark).version
         assert meta["test_set_lines_skipped"] == 0 and meta["backend"] == "hf"
         assert _checks(result)["scores_in_unit_range"].passed
-        behind = catalog.lineage("cells", "benchmarks", meta["stage_version"])
+        behind = catalog.lineage("cells", "benchmark_scores", meta["stage_version"])
         assert [(r["stage"], r["version"]) for r in behind][0] == (
             "checkpoint",
-            plan.checkpoint("vanilla", "base").version,
+            plan.of("checkpoint", "vanilla", "base").version,
         )
     assert len({_metadata(r)["stage_version"] for r in cells.first.values()}) == len(BENCHMARKS)
     assert _metadata(cells.again)["reused_finished_output"] is True
@@ -189,7 +190,7 @@ def test_a_missing_checkpoint_fails_the_cell_in_one_line(embedded, tmp_path):
     result = dg.materialize(
         cell_assets(experiment, "tpt"), partition_key="gsm8k|base", resources=resources(tmp_path), raise_on_error=False
     )
-    final = ExperimentPlan(experiment, tmp_path.resolve()).checkpoint("tpt", "base").path / "final"
+    final = outputs(experiment, resources(tmp_path)).of("checkpoint", "tpt", "base").path / "final"
     assert _failure(result) == f"EvaluationError: checkpoint {final} does not exist"
 
 

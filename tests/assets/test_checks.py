@@ -7,13 +7,12 @@ import dagster as dg
 import numpy as np
 
 from assets.checks import experiment_checks
-from assets.corpus import corpus_asset
 from pipelines.graph import experiment_assets
-from resources import ArtifactStorage, DuckDBCatalog, RayCluster
+from resources import RayCluster
+from tests.support import outputs, resources_at, stage_asset
 from tpt.catalog import Catalog
 from tpt.config import Experiment, LocalFolder
 from tpt.evaluation.data import load_docs
-from tpt.plan import ExperimentPlan
 from tpt.tokenization.mixture import ORDER_FILE
 
 PARAGRAPH = "An ordinary paragraph about bread, flour, yeast and the patience that baking needs. " * 3
@@ -29,13 +28,9 @@ def _experiment(embedded: Experiment, folder, max_fraction: float) -> Experiment
 
 def _run(experiment: Experiment, tmp_path) -> tuple[dg.ExecuteInProcessResult, dg.AssetCheckEvaluation]:
     checks = [c for c in experiment_checks(experiment) if c.check_key.asset_key.path[-1] == "corpus"]
+    resources = resources_at(tmp_path)
     result = dg.materialize(
-        [corpus_asset(experiment), *checks],
-        resources={
-            "storage": ArtifactStorage(root=str(tmp_path / "art")),
-            "catalog": DuckDBCatalog(path=str(tmp_path / "c.duckdb")),
-        },
-        raise_on_error=False,
+        [stage_asset(experiment, "corpus", resources), *checks], resources=resources, raise_on_error=False
     )
     [evaluation] = [e for e in result.get_asset_check_evaluations() if "contamination" in e.check_name]
     return result, evaluation
@@ -56,7 +51,7 @@ def test_contamination_above_threshold_fails_the_blocking_check(embedded, tmp_pa
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.description.startswith("2 of 8 documents dropped as contaminated")
     assert evaluation.metadata["by_benchmark"].value == {"gsm8k": 2}
-    rows = Catalog(tmp_path / "c.duckdb").query("SELECT benchmark, item FROM contamination ORDER BY item")
+    rows = Catalog(tmp_path / "catalog.duckdb").query("SELECT benchmark, item FROM contamination ORDER BY item")
     assert rows == [{"benchmark": "gsm8k", "item": 0}, {"benchmark": "gsm8k", "item": 1}]
 
 
@@ -76,13 +71,9 @@ def test_a_mixture_order_that_does_not_fill_the_budget_fails_its_check(embedded,
     raw = _experiment(embedded, folder, max_fraction=0.5).model_dump(mode="json")
     raw["variants"] = ["vanilla"]
     experiment = Experiment.model_validate(raw)
-    assets = {a.key.path[-1]: a for a in experiment_assets(experiment)}
+    resources = resources_at(tmp_path, ray_cluster=RayCluster(num_cpus=2))
+    assets = {a.key.path[-1]: a for a in experiment_assets(experiment, resources)}
     [check] = [c for c in experiment_checks(experiment) if c.check_key.name == "order_fills_the_token_budget"]
-    resources = {
-        "storage": ArtifactStorage(root=str(tmp_path / "art")),
-        "catalog": DuckDBCatalog(path=str(tmp_path / "c.duckdb")),
-        "ray_cluster": RayCluster(num_cpus=2),
-    }
     instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize([assets["corpus"]], resources=resources, instance=instance).success
     for shard in instance.get_dynamic_partitions(f"{experiment.name}__corpus_shards"):
@@ -98,7 +89,7 @@ def test_a_mixture_order_that_does_not_fill_the_budget_fails_its_check(embedded,
         return evaluation
 
     assert mixture_check().passed
-    stage = ExperimentPlan(experiment, tmp_path / "art").mixture("vanilla", "base")
+    stage = outputs(experiment, resources).of("data_mixture", "vanilla", "base")
     order = np.load(stage.path / ORDER_FILE)
     with open(stage.path / ORDER_FILE, "wb") as fh:
         np.save(fh, order[: order.size // 2])

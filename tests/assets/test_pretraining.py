@@ -7,10 +7,10 @@ import dagster as dg
 import pytest
 
 from pipelines.graph import experiment_assets
-from resources import ArtifactStorage, DuckDBCatalog, RayCluster, Trainer
+from resources import RayCluster, Trainer
+from tests.support import outputs, resources_at
 from tpt.catalog import Catalog
 from tpt.config import Experiment
-from tpt.plan import ExperimentPlan
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,8 @@ def _experiment(embedded: Experiment) -> Experiment:
 
 def test_the_ray_launcher_reproduces_the_local_launch_through_the_asset(embedded, tmp_path):
     experiment = _experiment(embedded)
-    assets = {a.key.path[-1]: a for a in experiment_assets(experiment)}
-    base = {
-        "storage": ArtifactStorage(root=str(tmp_path / "artifacts")),
-        "catalog": DuckDBCatalog(path=str(tmp_path / "catalog.duckdb")),
-        "ray_cluster": RayCluster(num_cpus=2),
-    }
+    base = resources_at(tmp_path, ray_cluster=RayCluster(num_cpus=2))
+    assets = {a.key.path[-1]: a for a in experiment_assets(experiment, base)}
     instance = dg.DagsterInstance.ephemeral()
 
     def materialize(name: str, partition: str | None = None, **resources) -> dg.ExecuteInProcessResult:
@@ -55,7 +51,7 @@ def test_the_ray_launcher_reproduces_the_local_launch_through_the_asset(embedded
     assert materialize("data_mixture_vanilla", "base").success
 
     local = materialize("checkpoint_vanilla", "base", trainer=Trainer(device="cpu"))
-    stage = ExperimentPlan(experiment, tmp_path / "artifacts").checkpoint("vanilla", "base")
+    stage = outputs(experiment, base).of("checkpoint", "vanilla", "base")
     catalog = Catalog(tmp_path / "catalog.duckdb")
     curve_sql = "SELECT loss FROM loss_curve WHERE checkpoint_version = ? ORDER BY step"
     local_curve = [r["loss"] for r in catalog.query(curve_sql, [stage.version])]

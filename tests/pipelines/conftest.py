@@ -8,14 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assets import keys
 from assets.partitions import scale_partitions, score_cells
+from assets.stage import asset_key
 from pipelines.jobs import experiment_jobs
 from pipelines.schedules import daily_corpus_discovery, nightly_benchmarks
 from pipelines.sensors import new_shards_sensor
+from resources import ArtifactStorage
 from tests.pipelines.dagster_dev import ASSET_JOB, DagsterDev, start_dagster_dev
+from tests.support import outputs, resources_at
 from tpt.config import Experiment
-from tpt.plan import ExperimentPlan
+from tpt.stages import Outputs
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,10 @@ def graph_names(experiment: Experiment) -> GraphNames:
         new_shards_sensor=new_shards_sensor(experiment, jobs["shards"]).name,
         nightly_schedule=nightly_benchmarks(experiment, jobs["benchmarks"]).name,
         discovery_schedule=daily_corpus_discovery(experiment, jobs["corpus"]).name,
-        corpus=keys.key(experiment, keys.CORPUS).path,
-        trajectories=keys.key(experiment, keys.TRAJECTORIES).path,
-        vanilla_tokens=keys.key(experiment, keys.TOKEN_SHARDS, "vanilla").path,
-        vanilla_mixture=keys.key(experiment, keys.MIXTURE, "vanilla").path,
+        corpus=asset_key(experiment, "corpus").path,
+        trajectories=asset_key(experiment, "thinking_trajectories").path,
+        vanilla_tokens=asset_key(experiment, "token_shards", "vanilla").path,
+        vanilla_mixture=asset_key(experiment, "data_mixture", "vanilla").path,
         scales=list(scale_partitions(experiment).get_partition_keys()),
         score_cells=[str(cell) for cell in score_cells(experiment).get_partition_keys()],
     )
@@ -79,9 +81,9 @@ def names(ui_experiment: Experiment) -> GraphNames:
 
 
 @pytest.fixture(scope="package")
-def ui_plan(ui_experiment: Experiment, ui_root: Path) -> ExperimentPlan:
+def ui_plan(ui_experiment: Experiment, ui_root: Path) -> Outputs:
     """Where the served stages write, as the server's ``storage`` resource computes it."""
-    return ExperimentPlan(ui_experiment, ui_root / "artifacts")
+    return outputs(ui_experiment, resources_at(ui_root, storage=ArtifactStorage(root=str(ui_root / "artifacts"))))
 
 
 @pytest.fixture(scope="package")

@@ -5,27 +5,30 @@ from datetime import datetime
 import dagster as dg
 import pytest
 
+from assets.mixture import training_sequences
 from assets.partitions import cell_key
 from assets.stage import ACCELERATOR_POOL
-from pipelines.definitions import build_definitions
+from pipelines.definitions import build_definitions, default_resources
+from tests.support import outputs
 from tpt.config import Experiment
-from tpt.plan import ExperimentPlan
 
+MANIFEST = "corpus_manifest"  # every stage that reads all shards depends on the shard set directly
 STAGES = {
     "thinking_model": set(),
     "corpus": set(),
-    "generation_cost_estimate": {"corpus", "thinking_model"},
+    MANIFEST: {"corpus"},
+    "generation_cost_estimate": {"corpus", "thinking_model", MANIFEST},
     "thinking_trajectories": {"corpus", "thinking_model"},
     "augmented_documents": {"corpus", "thinking_trajectories"},
     "token_shards_vanilla": {"corpus"},
     "token_shards_tpt": {"augmented_documents"},
-    "data_mixture_vanilla": {"token_shards_vanilla"},
-    "data_mixture_tpt": {"token_shards_tpt"},
-    "checkpoint_vanilla": {"data_mixture_vanilla"},
-    "checkpoint_tpt": {"data_mixture_tpt"},
-    "benchmark_scores_vanilla": {"checkpoint_vanilla"},
-    "benchmark_scores_tpt": {"checkpoint_tpt"},
-    "report": {"benchmark_scores_vanilla", "benchmark_scores_tpt", "checkpoint_vanilla", "checkpoint_tpt"},
+    "data_mixture_vanilla": {"token_shards_vanilla", MANIFEST},
+    "data_mixture_tpt": {"token_shards_tpt", MANIFEST},
+    "checkpoint_vanilla": {"data_mixture_vanilla", "token_shards_vanilla", MANIFEST},
+    "checkpoint_tpt": {"data_mixture_tpt", "token_shards_tpt", MANIFEST},
+    "benchmark_scores_vanilla": {"checkpoint_vanilla", MANIFEST},
+    "benchmark_scores_tpt": {"checkpoint_tpt", MANIFEST},
+    "report": {"benchmark_scores_vanilla", "benchmark_scores_tpt", "checkpoint_vanilla", "checkpoint_tpt", MANIFEST},
 }
 
 
@@ -48,7 +51,7 @@ def test_embedded_graph_has_every_stage_with_its_dependencies():
     assert [s.name for s in defs.sensors] == ["embedded_new_shards", "embedded_new_checkpoints", "embedded_report"]
     checks = {(c.asset_key.path[-1], c.name) for c in defs.resolve_asset_graph().asset_check_keys}
     checked = {asset for asset, _ in checks}
-    assert checked == set(STAGES) - {"thinking_model", "generation_cost_estimate", "report"}  # every data stage
+    assert checked == set(STAGES) - {"thinking_model", MANIFEST, "generation_cost_estimate", "report"}  # data stages
     assert {("augmented_documents", "same_documents_as_the_corpus"), ("checkpoint_tpt", "loss_decreased")} <= checks
     assert ("data_mixture_vanilla", "order_fills_the_token_budget") in checks
 
@@ -76,15 +79,15 @@ def test_the_experiment_matrix_partitions_training_and_scores(embedded):
             cell_key("large", "gsm8k"), dg.AssetKey(["embedded", f"checkpoint_{variant}"]), node.key
         )
         assert set(upstream.partitions_subset.get_partition_keys()) == {"large"}
-    plan = ExperimentPlan(experiment, "/a")
-    assert plan.training_sequences("large") == 2 * plan.training_sequences("small")
-    assert plan.checkpoint("tpt", "small").version != plan.checkpoint("tpt", "large").version
+    plan = outputs(experiment, default_resources())
+    assert training_sequences(experiment, "large") == 2 * training_sequences(experiment, "small")
+    assert plan.of("checkpoint", "tpt", "small").version != plan.of("checkpoint", "tpt", "large").version
     same_budget = with_scales(
         embedded, {"name": "a"}, {"name": "b", "model": {**embedded.training.model.model_dump(), "hidden_size": 64}}
     )
-    other = ExperimentPlan(same_budget, "/a")
-    assert other.mixture("tpt", "a").path == other.mixture("tpt", "b").path  # one mixture serves both sizes
-    assert other.checkpoint("tpt", "a").path != other.checkpoint("tpt", "b").path
+    other = outputs(same_budget, default_resources())
+    assert other.of("data_mixture", "tpt", "a").path == other.of("data_mixture", "tpt", "b").path  # one for both
+    assert other.of("checkpoint", "tpt", "a").version != other.of("checkpoint", "tpt", "b").version
 
 
 def test_bad_scales_fail_loading_with_one_line(embedded):
@@ -224,3 +227,39 @@ def test_dagster_cli_validates_the_workspace():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_a_new_stage_is_one_declaration(embedded, monkeypatch):
+    """A stage added to the registry alone gets its asset, dependencies, partitions, code version, job and lineage
+    from its declaration; nothing else is edited."""
+    from assets import registry
+    from assets.stage import StageResult
+    from tpt.stages import Read, Stage, no_config
+
+    summary = Stage(
+        name="token_summary",
+        revision=1,
+        own=no_config,
+        reads=(Read("token_shards", every_partition=True),),
+        per_variant=True,
+        job="report",
+        description="Tokens per shard of the {variant} variant.",
+        compute=lambda run: StageResult(reused=False, figures={}),
+    )
+    monkeypatch.setattr(registry, "STAGES", (*registry.STAGES, summary))
+    defs = build_definitions([embedded])
+    graph = _graph(defs, "embedded")
+    assert graph["token_summary_tpt"] == {"token_shards_tpt"} and graph["token_summary_vanilla"] == {
+        "token_shards_vanilla"
+    }
+    job = defs.resolve_job_def("embedded_report").asset_layer.selected_asset_keys
+    assert {k.path[-1] for k in job} == {"report", "token_summary_vanilla", "token_summary_tpt"}
+    plan = outputs(embedded, default_resources())
+    output = plan.of("token_summary", "tpt")
+    assert [(p.stage, p.version) for p in plan.parents("token_summary", output.instance)] == [
+        ("token_shards", plan.of("token_shards", "tpt").version)
+    ]
+    node = defs.resolve_asset_graph().get(dg.AssetKey(["embedded", "token_summary_tpt"]))
+    assert node.code_version == plan.code_version("token_summary", "tpt") and node.description.endswith("tpt variant.")
+    edited = embedded.model_copy(update={"tokenizer": embedded.tokenizer.model_copy(update={"revision": "x"})})
+    assert outputs(edited, default_resources()).code_version("token_summary", "tpt") != node.code_version

@@ -12,13 +12,16 @@ from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, Temp
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from assets.benchmarks import upstream_outputs
+from assets.mixture import training_sequences
 from pipelines.definitions import build_definitions
 from pipelines.run import main, run_experiment
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
-from tpt.atomic import read_json
+from tests.support import outputs
 from tpt.catalog import Catalog
 from tpt.config import Experiment
-from tpt.plan import ExperimentPlan
+from tpt.stages import Outputs
+from tpt.training import TrainResult
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +73,10 @@ def resources_at(root: Path) -> dict:
     }
 
 
+def outputs_at(experiment: Experiment, root: Path) -> Outputs:
+    return outputs(experiment, resources_at(root))
+
+
 @pytest.fixture(scope="module")
 def run(embedded, tmp_path_factory, instance):
     experiment = micro(embedded)
@@ -94,7 +101,8 @@ def test_every_asset_and_check_succeeds(run):
     experiment, _, first, _ = run
     benchmarks = list(experiment.evaluation.benchmarks)
     scales = experiment.scale_names
-    jobs = ["corpus", "data", *["training"] * len(scales), *["benchmarks"] * len(benchmarks) * len(scales), "report"]
+    cells = ["benchmarks"] * len(benchmarks) * len(scales)
+    jobs = ["corpus", "generation_estimate", "data", *["training"] * len(scales), *cells, "report"]
     assert [r.job_def.name for r in first] == [f"micro_{j}" for j in jobs]
     assert all(r.success for r in first)
     per_asset = {}
@@ -106,8 +114,9 @@ def test_every_asset_and_check_succeeds(run):
     for variant in experiment.variants:  # one run per scale, then per (scale, benchmark) cell
         assert per_asset.pop(f"data_mixture_{variant}") == per_asset.pop(f"checkpoint_{variant}") == scales
         assert per_asset.pop(f"benchmark_scores_{variant}") == [f"{b}|{s}" for s in scales for b in benchmarks]
-    assert per_asset.pop("corpus") == [None, None]  # the corpus job, then the data run found it finished
-    assert set(per_asset) == {"thinking_model", "report"}
+    for name in ("corpus", "corpus_manifest", "thinking_model"):  # the corpus job, then the data run found them
+        assert per_asset.pop(name) == [None, None]
+    assert set(per_asset) == {"generation_cost_estimate", "report"}
     checks = [c for r in first for c in r.get_asset_check_evaluations()]
     assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
 
@@ -124,21 +133,21 @@ def test_document_counts_agree_across_stages(run):
 
 def test_token_counts_agree_across_stages(run, smollm2_dir):
     experiment, root, first, _ = run
-    plan = ExperimentPlan(experiment, root / "artifacts")
+    plan = outputs_at(experiment, root)
     catalog = Catalog(root / "catalog.duckdb")
     [row] = catalog.query(
-        "SELECT sum(output_tokens) AS out, count(*) AS docs FROM trajectories WHERE trajectories_version = ?",
-        [plan.trajectories.version],
+        "SELECT sum(output_tokens) AS out, count(*) AS docs FROM trajectories WHERE thinking_trajectories_version = ?",
+        [plan.of("thinking_trajectories").version],
     )
     assert (row["out"], row["docs"]) == (_metadata(first, "thinking_trajectories")["output_tokens"], 8)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    for variant, stage in (("vanilla", plan.corpus), ("tpt", plan.augmented)):
+    for variant, stage in (("vanilla", plan.of("corpus")), ("tpt", plan.of("augmented_documents"))):
         texts = [t for p in sorted(stage.path.glob("shard-*.parquet")) for t in pq.read_table(p)["text"].to_pylist()]
         expected = sum(len(tokenizer(t, split_special_tokens=True)["input_ids"]) + 1 for t in texts)  # + EOS
         assert _metadata(first, f"token_shards_{variant}")["real_tokens"] == expected
         [packed] = catalog.query(
-            "SELECT sum(real_tokens) AS n FROM token_shards WHERE tokens_version = ?",
-            [plan.token_shards(variant).version],
+            "SELECT sum(real_tokens) AS n FROM token_shards WHERE token_shards_version = ?",
+            [plan.of("token_shards", variant).version],
         )
         assert packed["n"] == expected
 
@@ -163,11 +172,13 @@ def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):
         assert ckpt["final_loss"] < ckpt["first_loss"]
         model = AutoModelForCausalLM.from_pretrained(ckpt["final_model"])
         assert model.config.hidden_size == training.model.hidden_size
-    plan = ExperimentPlan(experiment, root / "artifacts")
-    augmented = pq.read_table(plan.augmented.path / "shard-00000.parquet").to_pylist()
+    plan = outputs_at(experiment, root)
+    augmented = pq.read_table(plan.of("augmented_documents").path / "shard-00000.parquet").to_pylist()
     thinking = {
         r["doc_id"]: r["thinking"]
-        for r in pq.read_table(next((plan.trajectories.path / "shard-00000").glob("*.parquet"))).to_pylist()
+        for r in pq.read_table(
+            next((plan.of("thinking_trajectories").path / "shard-00000").glob("*.parquet"))
+        ).to_pylist()
     }
     joined = [r for r in augmented if r["doc_id"] in thinking and thinking[r["doc_id"]]]
     assert joined and all(r["text"].endswith(experiment.join_separator + thinking[r["doc_id"]]) for r in joined)
@@ -176,7 +187,7 @@ def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):
 def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
     experiment, root, first, _ = run
     catalog = Catalog(root / "catalog.duckdb")
-    plan = ExperimentPlan(experiment, root / "artifacts")
+    plan = outputs_at(experiment, root)
     cells = {}
     for event in _events(first):
         if event.asset_key.path[-1].startswith("benchmark_scores_"):
@@ -186,32 +197,39 @@ def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
     for (variant, cell), meta in cells.items():
         benchmark, scale = cell.split("|")
         assert meta["benchmark"] == benchmark and 0.0 <= meta["score"] <= 1.0 and meta["samples"] == 1
-        assert meta["stage_version"] == plan.benchmarks(variant, scale, benchmark).version
-        links = {"checkpoint": f"checkpoint_{variant}", "mixture": f"data_mixture_{variant}", "corpus": "corpus"}
-        assert all(f"[{stage}](/assets/micro/{asset})" in meta["lineage"] for stage, asset in links.items())
+        assert meta["stage_version"] == plan.of("benchmark_scores", variant, scale, benchmark).version
+        links = [f"checkpoint_{variant}", f"data_mixture_{variant}", f"token_shards_{variant}", "corpus_manifest"]
+        assert all(f"[{asset}](/assets/micro/{asset})" in meta["lineage"] for asset in [*links, "corpus"])
         assert ("thinking_trajectories" in meta["lineage"]) is (variant == "tpt")
         samples = catalog.query(
             "SELECT count(*) AS n, sum(correct::INT) AS right FROM eval_samples "
-            "WHERE variant = ? AND benchmark = ? AND benchmarks_version = ?",
+            "WHERE variant = ? AND benchmark = ? AND benchmark_scores_version = ?",
             [variant, benchmark, meta["stage_version"]],
         )
         assert samples == [{"n": 1, "right": round(meta["score"])}]
-    behind = catalog.lineage("micro", "benchmarks", plan.benchmarks("tpt", "wide", "gsm8k").version)
-    assert [(r["stage"], r["version"], r["depth"]) for r in behind] == [
-        ("checkpoint", plan.checkpoint("tpt", "wide").version, 1),
-        ("mixture", plan.mixture("tpt", "wide").version, 2),
-        ("token_shards", plan.token_shards("tpt").version, 3),
-        ("augmented", plan.augmented.version, 4),
-        ("corpus", plan.corpus.version, 5),
-        ("trajectories", plan.trajectories.version, 5),
-        ("corpus", plan.corpus.version, 6),
-    ]
-    inputs = catalog.score_inputs("micro", "tpt", "gsm8k", plan.benchmarks("tpt", "wide", "gsm8k").version)
+    cell = plan.of("benchmark_scores", "tpt", "wide", "gsm8k")
+    behind = catalog.lineage("micro", "benchmark_scores", cell.version)
+    assert (behind[0]["stage"], behind[0]["version"], behind[0]["depth"]) == (
+        "checkpoint",
+        plan.of("checkpoint", "tpt", "wide").version,
+        1,
+    )
+    expected = {  # every output behind the cell, as the declarations say, and nothing else
+        (o.stage, o.version) for o, _ in upstream_outputs(plan, cell)
+    }
+    assert {(r["stage"], r["version"]) for r in behind} == expected
+    assert {stage for stage, _ in expected} == {
+        "checkpoint", "data_mixture", "token_shards", "corpus_manifest", "augmented_documents",
+        "thinking_trajectories", "thinking_model", "corpus",
+    }  # fmt: skip
+    inputs = catalog.score_inputs("micro", "tpt", "gsm8k", cell.version)
     rows = {u["stage"]: u["rows"] for u in inputs["upstream"]}
-    assert Path(rows["checkpoint"][0]["path"]).resolve() == (plan.checkpoint("tpt", "wide").path / "final").resolve()
+    assert (
+        Path(rows["checkpoint"][0]["path"]).resolve() == (plan.of("checkpoint", "tpt", "wide").path / "final").resolve()
+    )
     assert rows["checkpoint"][0]["scale"] == "wide"
     shards = ["shard-00000", "shard-00001"]
-    assert [r["shard"] for r in rows["token_shards"]] == [r["shard"] for r in rows["trajectories"]] == shards
+    assert [r["shard"] for r in rows["token_shards"]] == [r["shard"] for r in rows["thinking_trajectories"]] == shards
     assert sum(r["documents"] for r in rows["corpus"]) == 8
     report = _metadata(first, "report")
     assert "gsm8k" in report["scores"] and "paper 8B 100B tok tpt" in report["scores"] and "wide" in report["scores"]
@@ -226,14 +244,19 @@ def test_lineage_command_lists_the_inputs_behind_one_score(run, tmp_path, monkey
     monkeypatch.setenv("TPT_CATALOG", str(root / "catalog.duckdb"))
     assert main(["lineage", str(path), "--variant", "vanilla", "--benchmark", "mbpp"]) == 0
     found = json.loads(capsys.readouterr().out)
-    plan = ExperimentPlan(experiment, root / "artifacts")
-    assert found["version"] == plan.benchmarks("vanilla", "base", "mbpp").version and found["scale"] == "base"
-    assert [(u["stage"], u["version"]) for u in found["upstream"]] == [
-        ("checkpoint", plan.checkpoint("vanilla", "base").version),
-        ("mixture", plan.mixture("vanilla", "base").version),
-        ("token_shards", plan.token_shards("vanilla").version),
-        ("corpus", plan.corpus.version),
-    ]
+    plan = outputs_at(experiment, root)
+    assert (
+        found["version"] == plan.of("benchmark_scores", "vanilla", "base", "mbpp").version and found["scale"] == "base"
+    )
+    cell = plan.of("benchmark_scores", "vanilla", "base", "mbpp")
+    assert [(u["stage"], u["version"]) for u in found["upstream"]][0] == (
+        "checkpoint",
+        plan.of("checkpoint", "vanilla", "base").version,
+    )
+    assert {(u["stage"], u["version"]) for u in found["upstream"]} == {
+        (o.stage, o.version) for o, _ in upstream_outputs(plan, cell)
+    }
+    assert not {u["stage"] for u in found["upstream"]} & {"thinking_trajectories", "augmented_documents"}
     assert len(found["samples"]) == 1 and [s["metric"] for s in found["scores"] if s["primary_metric"]] == [
         "pass@1,create_test"
     ]
@@ -242,15 +265,15 @@ def test_lineage_command_lists_the_inputs_behind_one_score(run, tmp_path, monkey
 def test_tokens_seen_per_source_is_a_catalog_query_that_follows_the_mixture(run):
     experiment, root, first, _ = run
     catalog = Catalog(root / "catalog.duckdb")
-    plan = ExperimentPlan(experiment, root / "artifacts")
+    plan = outputs_at(experiment, root)
     for variant in experiment.variants:
-        seen = catalog.tokens_seen("micro", plan.checkpoint(variant, "base").version)
+        seen = catalog.tokens_seen("micro", plan.of("checkpoint", variant, "base").version)
         assert [r["source"] for r in seen] == ["openwebtext", "wikipedia"]
-        half = plan.training_sequences("base") // 2  # weights 0.5 / 0.5
+        half = training_sequences(experiment, "base") // 2  # weights 0.5 / 0.5
         assert [r["sequences"] for r in seen] == [half, half]
         packed = catalog.query(
-            "SELECT source, sum(real_tokens) AS n FROM token_sources WHERE tokens_version = ? GROUP BY source",
-            [plan.token_shards(variant).version],
+            "SELECT source, sum(real_tokens) AS n FROM token_sources WHERE token_shards_version = ? GROUP BY source",
+            [plan.of("token_shards", variant).version],
         )
         assert {r["source"] for r in packed} == {"openwebtext", "wikipedia"}
         assert all(0 < r["real_tokens"] <= half * experiment.training.seq_len for r in seen)
@@ -261,13 +284,16 @@ def test_tokens_seen_per_source_is_a_catalog_query_that_follows_the_mixture(run)
 def test_second_run_recomputes_nothing(run):
     experiment, root, _, second = run
     assert all(r.success for r in second)
-    for event in _events(second):
+    events = _events(second)
+    assert {e.asset_key.path[-1] for e in events} == {e.asset_key.path[-1] for e in _events(run[2])}
+    for event in events:
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        if "reused_finished_output" in meta:
-            assert meta["reused_finished_output"] is True, event.asset_key
+        if event.asset_key.path[-1] == "thinking_model":  # a lookup of an input, never a computation
+            continue
+        assert meta["reused_finished_output"] is True, event.asset_key
     for scale in experiment.scale_names:
-        stage = ExperimentPlan(experiment, root / "artifacts").checkpoint("tpt", scale)
-        assert read_json(stage.path / "train_result.json")["resumed_from_step"] == 0  # trained once, never again
+        stage = outputs_at(experiment, root).of("checkpoint", "tpt", scale)
+        assert TrainResult.load(stage.path).resumed_from_step == 0  # trained once, never again
 
 
 def _changed(experiment: Experiment, section: str, **fields) -> Experiment:
@@ -295,6 +321,7 @@ def _stale(experiment: Experiment, root: Path, instance: dg.DagsterInstance) -> 
 
 
 TPT_BELOW_THINKING = {
+    "generation_cost_estimate",
     "thinking_trajectories",
     "augmented_documents",
     "token_shards_tpt",
@@ -356,7 +383,7 @@ def test_lineage_command_lists_the_scores_one_document_stands_behind(run, tmp_pa
         (v, s, b) for v in experiment.variants for s in experiment.scale_names for b in experiment.evaluation.benchmarks
     }
     assert {c["checkpoint_version"] for c in found["checkpoints"]} == {
-        ExperimentPlan(experiment, root / "artifacts").checkpoint(v, s).version
+        outputs_at(experiment, root).of("checkpoint", v, s).version
         for v in experiment.variants
         for s in experiment.scale_names
     }

@@ -4,10 +4,9 @@ import json
 
 import dagster as dg
 
-from assets.corpus import corpus_asset
 from assets.partitions import corpus_shards, sync_shard_partitions
-from pipelines.definitions import build_definitions, default_resources
-from resources import ArtifactStorage, DuckDBCatalog
+from pipelines.definitions import build_definitions
+from tests.support import resources_at, stage_asset
 from tpt.config import Experiment
 
 TEXT = "A paragraph about the water cycle, long enough to be kept by the length filter, number {}."
@@ -44,15 +43,13 @@ def test_a_new_file_becomes_a_new_shard_and_only_that_shard_is_requested(embedde
     folder.mkdir()
     _write(folder, "a.jsonl", 0, 4)
     experiment = _experiment(embedded, folder)
-    resources = {
-        "storage": ArtifactStorage(root=str(tmp_path / "art")),
-        "catalog": DuckDBCatalog(path=str(tmp_path / "c.duckdb")),
-    }
-    defs = build_definitions([experiment], default_resources() | resources)
+    resources = resources_at(tmp_path)
+    defs = build_definitions([experiment], resources)
+    corpus = stage_asset(experiment, "corpus", resources)
     instance = dg.DagsterInstance.ephemeral()
     partitions = corpus_shards(experiment).name
 
-    assert dg.materialize([corpus_asset(experiment)], resources=resources, instance=instance).success
+    assert dg.materialize([corpus], resources=resources, instance=instance).success
     assert instance.get_dynamic_partitions(partitions) == ["shard-00000", "shard-00001"]
     first = _tick(defs, "watched_new_shards", instance, None)
     assert sorted(r.partition_key for r in first.run_requests) == ["shard-00000", "shard-00001"]
@@ -64,7 +61,7 @@ def test_a_new_file_becomes_a_new_shard_and_only_that_shard_is_requested(embedde
     assert watcher.job_name == "watched_corpus"
     with dg.build_sensor_context(instance=instance, cursor=None) as context:
         assert len(watcher.evaluate_tick(context).run_requests) == 1
-    assert dg.materialize([corpus_asset(experiment)], resources=resources, instance=instance).success
+    assert dg.materialize([corpus], resources=resources, instance=instance).success
     assert instance.get_dynamic_partitions(partitions) == ["shard-00000", "shard-00001", "shard-00002"]
     second = _tick(defs, "watched_new_shards", instance, first.cursor)
     assert [r.partition_key for r in second.run_requests] == ["shard-00002"]  # only the new shard's work

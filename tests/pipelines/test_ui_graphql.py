@@ -26,8 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 def _manifest(plan):
-    manifest = load_manifest(plan.corpus.path, plan.corpus.version)
-    assert manifest is not None, f"no corpus manifest under {plan.corpus.path}"
+    corpus = plan.of("corpus")
+    manifest = load_manifest(corpus.path, corpus.version)
+    assert manifest is not None, f"no corpus manifest under {corpus.path}"
     return manifest
 
 
@@ -36,10 +37,10 @@ def test_launched_corpus_run_records_what_the_corpus_on_disk_holds(dagster_dev, 
     [event] = [m for m in corpus_run["assetMaterializations"] if m["assetKey"]["path"] == names.corpus]
     found = metadata_values(event["metadataEntries"])
     manifest = _manifest(ui_plan)
-    rows = sum(pq.read_metadata(ui_plan.corpus.path / f"{s}.parquet").num_rows for s in manifest.shard_names)
+    rows = sum(pq.read_metadata(ui_plan.of("corpus").path / f"{s}.parquet").num_rows for s in manifest.shard_names)
     assert found["documents"] == manifest.n_documents == rows > 0
     assert found["shards"] == len(manifest.shards) > 1  # so the backfill below spans several partitions
-    assert (found["stage_version"], found["path"]) == (ui_plan.corpus.version, str(ui_plan.corpus.path))
+    assert (found["stage_version"], found["path"]) == (ui_plan.of("corpus").version, str(ui_plan.of("corpus").path))
     assert found["partitions_added"] == manifest.shard_names
     assert dagster_dev.partition_keys(names.vanilla_tokens) == manifest.shard_names  # registered, as the UI lists
 
@@ -51,21 +52,20 @@ def test_backfill_over_every_shard_materializes_each_partition_once(dagster_dev,
     events = dagster_dev.materializations(names.vanilla_tokens)
     assert sorted(e["partition"] for e in events) == manifest.shard_names
     assert {e["runId"] for e in events} <= {r["runId"] for r in vanilla_backfill["runs"]}
-    stage = ui_plan.token_shards("vanilla")
+    stage = ui_plan.of("token_shards", "vanilla")
     documents = {s["name"]: s["documents"] for s in manifest.shards}
     packed = {s: read_json(shard_out_path(stage.path, s).with_suffix(".json")) for s in manifest.shard_names}
     assert all(packed[s]["n_documents"] == documents[s] for s in documents)  # every corpus document is packed
-    by_run = defaultdict(list)  # a run takes up to shards_per_run partitions; its metadata covers all of them
+    by_run = defaultdict(list)  # a run takes up to shards_per_run partitions; each keeps its own figures
     for event in events:
         by_run[event["runId"]].append(event)
-    for run_events in by_run.values():
-        shards = [e["partition"] for e in run_events]
-        for event in run_events:
-            found = metadata_values(event["metadataEntries"])
-            assert found["stage_version"] == stage.version
-            assert found["documents"] == sum(documents[s] for s in shards)
-            assert found["real_tokens"] == sum(packed[s]["n_real_tokens"] for s in shards) > 0
-            assert found["sequences"] == sum(packed[s]["n_sequences"] for s in shards) > 0
+    assert any(len(run_events) > 1 for run_events in by_run.values())  # a run did cover several shards
+    for event in events:
+        shard, found = event["partition"], metadata_values(event["metadataEntries"])
+        assert found["stage_version"] == stage.version
+        assert found["documents"] == documents[shard]
+        assert found["real_tokens"] == packed[shard]["n_real_tokens"] > 0
+        assert found["sequences"] == packed[shard]["n_sequences"] > 0
 
 
 def test_new_shards_sensor_tick_asks_for_one_run_per_shard_without_thinking(dagster_dev, corpus_run, names):

@@ -141,6 +141,11 @@ class CorpusManifest:
     def shard_names(self) -> list[str]:
         return [s["name"] for s in self.shards]
 
+    @property
+    def shard_set(self) -> list[tuple[str, str]]:
+        """Each shard's name and content hash: what a stage that reads every shard has read."""
+        return [(s["name"], s["sha256"]) for s in self.shards]
+
 
 def load_manifest(out_dir: Path, version: str) -> CorpusManifest | None:
     path = out_dir / MANIFEST
@@ -200,8 +205,9 @@ def build_corpus(
         name = f"shard-{len(shards):05d}"
         columns = list(zip(*buffer, strict=True))
         table = pa.table(dict(zip(SHARD_SCHEMA.names, map(list, columns), strict=True)), schema=SHARD_SCHEMA)
-        write_parquet(out_dir / f"{name}.parquet", table)
-        shards.append({"name": name, "documents": len(buffer), "chars": sum(len(t) for _, _, t in buffer)})
+        path = write_parquet(out_dir / f"{name}.parquet", table)
+        chars = sum(len(t) for _, _, t in buffer)
+        shards.append({"name": name, "documents": len(buffer), "chars": chars, "sha256": file_sha256(path)})
         buffer.clear()
 
     for row in clean_documents(config, reports, seen, to_read, only, checks):
@@ -269,5 +275,13 @@ def _report_from(name: str, data: dict) -> SourceReport:
     return report
 
 
-def read_shard(out_dir: Path, shard: str) -> pa.Table:
-    return pq.read_table(out_dir / f"{shard}.parquet")
+def read_shard(out_dir: Path, shard: str, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(out_dir / f"{shard}.parquet", columns=columns)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from tpt.atomic import write_json
+from tpt.atomic import read_json, write_json
 from tpt.config import BENCHMARKS
 from tpt.devices import vllm_device_args
 from tpt.errors import InputError
@@ -32,6 +32,7 @@ from tpt.evaluation.vllm_cpu import alias_vllm_cpu
 from tpt.progress import Progress
 
 Backend = Literal["hf", "vllm"]
+RESULTS_FILE = "results.json"  # written last: its presence means the run finished
 PRIMARY = {
     "gsm8k": "exact_match,strict-match",
     "math": "math_verify,none",
@@ -92,6 +93,26 @@ class EvaluationRun:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def load(cls, work_dir: str | Path) -> EvaluationRun | None:
+        """The finished run in ``work_dir``, or None: the one notion of done for an evaluation."""
+        path = Path(work_dir) / RESULTS_FILE
+        if not path.exists():
+            return None
+        raw = read_json(path)
+        benchmarks = {
+            name: BenchmarkResult(
+                **(b | {"metrics": {m: MetricValue(**v) for m, v in b["metrics"].items()}})
+                | {"data": TestSet(**(b["data"] | {"path": Path(b["data"]["path"])}))}
+                | {"samples": [SampleRecord(**r) for r in b["samples"]]}
+            )
+            for name, b in raw["benchmarks"].items()
+        }
+        return cls(
+            **(raw | {"checkpoint": Path(raw["checkpoint"]), "task_dir": Path(raw["task_dir"])})
+            | {"sandbox_isolation": tuple(raw["sandbox_isolation"]), "benchmarks": benchmarks}
+        )
 
 
 def model_arguments(
@@ -314,5 +335,5 @@ def run_benchmarks(
         benchmarks=results,
         wall_s=round(time.monotonic() - start, 3),
     )
-    write_json(work / "results.json", run.to_dict())
+    write_json(work / RESULTS_FILE, run.to_dict())
     return run

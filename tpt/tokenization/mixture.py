@@ -83,6 +83,11 @@ class ResolvedMixture:
     def exists(folder: Path) -> bool:
         return (folder / SHARES_FILE).exists()
 
+    @classmethod
+    def finished(cls, folder: Path) -> ResolvedMixture | None:
+        """The mixture resolved in ``folder``, or None: the one notion of done for a mixture."""
+        return cls.load(folder) if cls.exists(folder) else None
+
 
 def resolve_mixture(
     available: dict[str, tuple[np.ndarray, np.ndarray]], n_sequences: int, config: MixtureConfig

@@ -20,7 +20,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tpt.atomic import write_atomic, write_json
+from tpt.atomic import read_json, write_atomic, write_json
 from tpt.config import TrainingConfig
 from tpt.errors import InputError
 from tpt.progress import Progress
@@ -57,6 +57,7 @@ from tpt.training.sharding import export_sharded, gather_state, restore_state, s
 from tpt.versioning import content_hash
 
 IGNORE = -100
+RESULT_FILE = "train_result.json"  # written last: its presence means the run finished
 StepCallback = Callable[[int, float, float, int, float], None]
 
 
@@ -110,6 +111,22 @@ class TrainResult:
         out = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k != "losses"}
         out["model_flops_per_s"] = self.tokens_per_s * self.flops_per_token
         return out
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> TrainResult | None:
+        """The finished training in ``out_dir``, or None: the one notion of done for a training run (the result
+        file is written last, after the final model)."""
+        path = Path(out_dir) / RESULT_FILE
+        if not path.exists():
+            return None
+        raw = read_json(path)
+        known = {f.name for f in fields(cls)}
+        paths = {k: Path(raw[k]) for k in ("checkpoint", "final_model", "loss_curve")}
+        return cls(**({k: v for k, v in raw.items() if k in known} | paths))
+
+    def read_curve(self) -> list[dict[str, float]]:
+        with open(self.loss_curve, newline="") as fh:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def train(
@@ -267,7 +284,7 @@ def train(
         resumed_from_step=start_step,
         device=device,
     )
-    write_json(out_dir / "train_result.json", {**result.as_metadata(), "losses": losses})
+    write_json(out_dir / RESULT_FILE, {**result.as_metadata(), "losses": losses})
     log(
         f"trained {result.steps} steps, {result.tokens_seen} tokens, final loss {result.final_loss:.4f}, "
         f"{result.tokens_per_s:.0f} tokens/s; model in {final_model}"
