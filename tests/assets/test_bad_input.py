@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from tests.support import resources_at, stage_asset
+from tests.support import outputs, resources_at, stage_asset
 from tpt.config import Experiment, LocalFolder
 
 
@@ -21,6 +21,8 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 
 def test_missing_model_path_fails_in_one_line_and_keeps_the_finished_corpus(embedded, tmp_path):
+    """The corpus and the thinking model in one run, as the corpus job runs them: the model fails with one line,
+    and the corpus finished beside it stays materialized and is reused, not rebuilt, by the next run."""
     corpus_dir = tmp_path / "docs"
     corpus_dir.mkdir()
     (corpus_dir / "a.jsonl").write_text('{"text": "' + "A real paragraph about rivers. " * 10 + '"}\n')
@@ -30,17 +32,27 @@ def test_missing_model_path_fails_in_one_line_and_keeps_the_finished_corpus(embe
         generation__model={"kind": "local", "name": str(tmp_path / "no-such-model")},
     )
     resources = resources_at(tmp_path)
-    done = dg.materialize([stage_asset(experiment, "corpus", resources)], resources=resources)
-    assert done.success
-    manifest = next((tmp_path / "art").rglob("_manifest.json"))
-    failed = dg.materialize(
-        [stage_asset(experiment, "thinking_model", resources)], resources=resources, raise_on_error=False
-    )
-    assert not failed.success
-    message = _failure_message(failed)
-    assert message.startswith("ModelNotFoundError: model folder") and "no-such-model" in message
-    assert "\n" not in message
-    assert manifest.exists()  # the finished corpus is untouched
+    corpus = stage_asset(experiment, "corpus", resources)
+    with dg.DagsterInstance.ephemeral() as instance:
+        failed = dg.materialize(
+            [corpus, stage_asset(experiment, "thinking_model", resources)],
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not failed.success
+        message = _failure_message(failed)
+        assert message.startswith("ModelNotFoundError: model folder") and "no-such-model" in message
+        assert "\n" not in message
+        [built] = failed.get_asset_materialization_events()
+        assert built.asset_key == corpus.key and instance.get_latest_materialization_event(corpus.key)
+        written = outputs(experiment, resources).of("corpus").path
+        files = {p: p.stat().st_mtime_ns for p in written.iterdir()}
+        assert any(p.suffix == ".parquet" for p in files)
+        again = dg.materialize([corpus], resources=resources, instance=instance)
+    [reused] = again.get_asset_materialization_events()
+    assert reused.materialization.metadata["reused_finished_output"].value is True
+    assert {p: p.stat().st_mtime_ns for p in written.iterdir()} == files  # not one file rewritten
 
 
 def test_missing_corpus_folder_fails_in_one_line(embedded, tmp_path):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 from assets.stage import ACCELERATOR_POOL
@@ -39,8 +40,19 @@ def test_plan_places_the_config_and_splits_a_tpt_budget(capsys):
     found = json.loads(capsys.readouterr().out)
     assert found["vocab_size"] == 49152  # read from the real SmolLM2 tokenizer
     config = found["config"]
-    assert config["tokens"] == 122880 and config["tokens_per_parameter"] == config["tokens"] / config["parameters"]
-    assert found["budget"]["tokens"] == 20 * found["budget"]["parameters"]
+    # The embedded student by hand (embedded.yaml: hidden 128, 2 layers, 4 heads of 32, 2 KV heads, MLP 384, tied
+    # embeddings, vocab 49152): the embedding table, per layer q and o (128 x 128), k and v (128 x 64), gate, up
+    # and down (128 x 384) and two RMSNorm weights, and the final norm.
+    parameters = 49152 * 128 + 2 * (2 * 128 * 128 + 2 * 128 * 64 + 3 * 128 * 384 + 2 * 128) + 128
+    assert config["parameters"] == parameters == 6_685_312
+    assert config["tokens"] == 122880 and config["tokens_per_parameter"] == pytest.approx(0.0183806, rel=1e-5)
+    # 6 N + 12 L H T FLOPs per token (the tied table counted once, as the LM head), T = seq_len 1024
+    assert config["training_flops"] == (6 * 6_685_312 + 12 * 2 * 128 * 1024) * 122880 == 5_315_493_888_000
+    # 10 H100-hours (989e12 dense bf16 FLOP/s) at the default 40% MFU, spent at 20 tokens per parameter:
+    # C = 6 N (20 N), so N = sqrt(C / 120)
+    assert found["budget"]["flops"] == pytest.approx(10 * 3600 * 989e12 * 0.4)
+    assert found["budget"]["parameters"] == pytest.approx(3.44500e8, rel=1e-5)
+    assert found["budget"]["tokens"] == pytest.approx(6.89000e9, rel=1e-5)
     split = found["tpt_split"]
     assert split["raw_tokens_trained"] == 122880 / 4 and split["epochs"] == 122880 / 4e4
     assert split["vanilla_epochs"] == 122880 / 1e4

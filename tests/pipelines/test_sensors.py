@@ -1,11 +1,12 @@
 """New data becomes exactly the work it needs: a new corpus file -> a new shard partition -> one run for it."""
 
 import json
+import os
 
 import dagster as dg
 
 from assets.partitions import corpus_shards, sync_shard_partitions
-from pipelines.definitions import build_definitions
+from pipelines.definitions import build_definitions, default_resources
 from tests.support import resources_at, stage_asset
 from tpt.config import Experiment
 
@@ -75,3 +76,31 @@ def test_partitions_follow_the_corpus_when_it_shrinks(embedded):
     change = sync_shard_partitions(instance, embedded, ["shard-00000"])
     assert change == {"partitions_added": [], "partitions_removed": ["shard-00001", "shard-00002"]}
     assert instance.get_dynamic_partitions(corpus_shards(embedded).name) == ["shard-00000"]
+
+
+def test_a_changed_corpus_file_starts_one_corpus_run_and_an_unchanged_folder_none(embedded, tmp_path):
+    """Not only new files: a file rewritten in place (other size, or same size and a new time) asks for one run."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    _write(folder, "a.jsonl", 0, 4)
+    defs = build_definitions([_experiment(embedded, folder)], default_resources())
+    instance = dg.DagsterInstance.ephemeral()
+    name = "watched_new_corpus_files"
+    first = _tick(defs, name, instance, None)
+    assert len(first.run_requests) == 1 and first.run_requests[0].tags["trigger"] == "corpus_files"
+    unchanged = _tick(defs, name, instance, first.cursor)
+    assert unchanged.run_requests == [] and unchanged.skip_message == "no new or changed corpus files"
+
+    _write(folder, "a.jsonl", 0, 5)  # the same file, one document more
+    grown = _tick(defs, name, instance, first.cursor)
+    assert len(grown.run_requests) == 1 and grown.cursor != first.cursor
+    assert grown.run_requests[0].run_key != first.run_requests[0].run_key
+    assert _tick(defs, name, instance, grown.cursor).run_requests == []
+
+    path = folder / "a.jsonl"
+    stat = path.stat()
+    path.write_text(path.read_text().replace("number 0.", "number 9."))  # same size, new content and time
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert path.stat().st_size == stat.st_size
+    edited = _tick(defs, name, instance, grown.cursor)
+    assert len(edited.run_requests) == 1 and edited.cursor not in (first.cursor, grown.cursor)

@@ -29,6 +29,7 @@ PLOT = "tokens_per_source"  # the mixture's markdown metadata entry that holds a
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.must_run("browser"),
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: install Debian's chromium (scripts/test.sh)"),
 ]
 

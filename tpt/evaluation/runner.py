@@ -94,6 +94,10 @@ class EvaluationRun:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def save(self, work_dir: str | Path) -> Path:
+        """Written last: its presence means the run finished (``load`` reads it back)."""
+        return write_json(Path(work_dir) / RESULTS_FILE, self.to_dict())
+
     @classmethod
     def load(cls, work_dir: str | Path) -> EvaluationRun | None:
         """The finished run in ``work_dir``, or None: the one notion of done for an evaluation."""
@@ -335,5 +339,5 @@ def run_benchmarks(
         benchmarks=results,
         wall_s=round(time.monotonic() - start, 3),
     )
-    write_json(work / RESULTS_FILE, run.to_dict())
+    run.save(work)
     return run

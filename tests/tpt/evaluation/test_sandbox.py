@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import socket
@@ -13,6 +14,9 @@ import pytest
 from tpt.evaluation.sandbox import UID_BASE, SandboxLimits, isolation_in_force, run_program, run_programs
 
 FAST = SandboxLimits(timeout_s=3, memory_mb=256)
+NAMESPACES_REFUSED = os.environ.get("TPT_SANDBOX_NAMESPACES") == "refused"
+"""Set on a machine whose kernel or container refuses new namespaces, where the audit-hook fallback is expected;
+everywhere else a sandbox that asks for namespaces must get them, and these tests fail if it does not."""
 MODES = pytest.mark.parametrize("namespaces", [True, False], ids=["namespaces", "audit-fallback"])
 CORRECT = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
 
@@ -41,6 +45,19 @@ def test_correct_program_passes_and_reports_its_isolation() -> None:
     network = {"network-namespace"} & set(result.isolation) or [i for i in result.isolation if i.startswith("audit")]
     assert network, result.isolation
     assert isolation_in_force(FAST) == result.isolation
+    namespaces = {"network-namespace", "pid-namespace", "mount-namespace"}
+    if NAMESPACES_REFUSED:
+        assert not namespaces & set(result.isolation) and result.isolation[0].startswith("no namespaces (")
+    else:
+        refused = f"namespaces refused here ({result.isolation}); if expected, set TPT_SANDBOX_NAMESPACES=refused"
+        assert namespaces <= set(result.isolation), refused
+
+
+def _namespaces_in_force(asked: bool, isolation: tuple[str, ...]) -> bool:
+    """Whether the namespace path ran, checked against what this machine is expected to allow."""
+    expected = asked and not NAMESPACES_REFUSED
+    assert ("pid-namespace" in isolation) is expected, isolation
+    return expected
 
 
 def test_failures_are_reported_with_a_reason() -> None:
@@ -62,11 +79,13 @@ def test_hostile_programs_are_contained_and_the_rest_still_runs(namespaces: bool
     }
     results = dict(zip(programs, run_programs(list(programs.values()), limits, workers=2), strict=True))
     assert results["correct"].passed, results["correct"]
-    assert results["infinite loop"].reason == "timeout" and results["infinite loop"].wall_s < 5
+    # stopped by the limits (CPU seconds or the wall-clock timeout, see test_programs_run_under_the_limits_asked_for),
+    # not before; how long after depends on the load, which is not this test's business
+    assert results["infinite loop"].reason == "timeout" and results["infinite loop"].wall_s >= limits.timeout_s
     assert not results["fork bomb"].passed and results["fork bomb"].reason in {"timeout", "failed"}
     assert results["memory hog"].reason == "memory", results["memory hog"].stderr_tail
     assert results["huge file"].reason == "failed" and "File too large" in results["huge file"].stderr_tail
-    if namespaces and "pid-namespace" in results["correct"].isolation:
+    if _namespaces_in_force(namespaces, results["correct"].isolation):
         assert results["escaping child"].passed  # it exits 0, but its detached child is gone (checked below)
     else:
         assert not results["escaping child"].passed  # the fallback refuses fork
@@ -118,7 +137,8 @@ def test_no_network_even_to_localhost(namespaces: bool) -> None:
         listener.close()
     assert not result.passed and result.reason == "failed"
     assert accepted == []
-    if namespaces and "network-namespace" in result.isolation:
+    if _namespaces_in_force(namespaces, result.isolation):
+        assert "network-namespace" in result.isolation
         assert "Network is unreachable" in result.stderr_tail
     else:
         assert "sandbox: socket" in result.stderr_tail
@@ -128,3 +148,52 @@ def test_run_programs_keeps_order() -> None:
     programs = [f"raise SystemExit({i % 2})\n" for i in range(6)]
     assert [r.passed for r in run_programs(programs, FAST, workers=3)] == [True, False] * 3
     assert run_programs([], FAST) == []
+
+
+def test_programs_run_under_the_limits_asked_for() -> None:
+    """The limit mechanism itself, as the program sees it: CPU seconds (the timeout rounded up), address space,
+    processes, file size and open files as asked, and no core dumps."""
+    limits = SandboxLimits(timeout_s=2.5, memory_mb=300, max_processes=12, max_file_mb=3, max_open_files=20)
+    program = (
+        "import resource, sys\n"
+        "for name in ('CPU', 'AS', 'NPROC', 'FSIZE', 'NOFILE', 'CORE'):\n"
+        "    print(name, *resource.getrlimit(getattr(resource, 'RLIMIT_' + name)), file=sys.stderr)\n"
+    )
+    result = run_program(program, limits)
+    assert result.passed, result.stderr_tail
+    seen = {line.split()[0]: tuple(int(v) for v in line.split()[1:]) for line in result.stderr_tail.splitlines()}
+    assert seen == {
+        "CPU": (3, 4),
+        "AS": (300 << 20, 300 << 20),
+        "NPROC": (12, 12),
+        "FSIZE": (3 << 20, 3 << 20),
+        "NOFILE": (20, 20),
+        "CORE": (0, 0),
+    }
+
+
+def test_open_file_limit_refuses_one_file_too_many() -> None:
+    program = (
+        "files = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        files.append(open(f'f{len(files)}', 'w'))\n"
+        "except OSError as exc:\n"
+        "    raise SystemExit(f'opened {len(files)}: {exc.strerror}')\n"
+    )
+    result = run_program(program, SandboxLimits(timeout_s=5, max_open_files=16))
+    assert (result.passed, result.reason) == (False, "failed")
+    opened, reason = result.stderr_tail.strip().splitlines()[-1].removeprefix("opened ").split(": ")
+    assert reason == "Too many open files"
+    assert 8 <= int(opened) < 16  # the interpreter's own descriptors (stdin, stdout, stderr...) count too
+
+
+def test_programs_see_only_a_scrubbed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TPT_TEST_SECRET", "must-not-leak")
+    program = "import os, sys\nsys.stderr.write(repr(sorted(os.environ.items())))\n"
+    result = run_program(program, FAST)
+    assert result.passed, result.stderr_tail
+    env = dict(ast.literal_eval(result.stderr_tail))
+    assert set(env) == {"PATH", "LANG", "HOME", "TMPDIR", "PYTHONIOENCODING"}
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin" and env["HOME"] == env["TMPDIR"]
+    assert Path(env["HOME"]).name == "work" and Path(env["HOME"]).parent.name.startswith("tpt-sandbox-")

