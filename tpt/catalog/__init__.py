@@ -13,6 +13,5 @@ writes faster than the bulk insert, since it skips the primary-key index.
 """
 
 from tpt.catalog.catalog import Catalog, CatalogLayoutError
-from tpt.catalog.migrate import migrate
 
-__all__ = ["Catalog", "CatalogLayoutError", "migrate"]
+__all__ = ["Catalog", "CatalogLayoutError"]

@@ -85,8 +85,7 @@ class Catalog:
         for column in spec.key:
             if missing := data.column(column).null_count:
                 raise ValueError(f"catalog rows for {name}: {missing} rows lack key column {column!r}")
-        if spec.key:
-            data = last_per_key(data, spec.key)
+        data = last_per_key(data, spec.key)
         self.store.write(name, data)
         self.store.compact(name, spec)
         return data.num_rows
@@ -97,12 +96,12 @@ class Catalog:
         for attempt in range(QUERY_TRIES):
             listed = {n: [path for path, _ in self.store.files(n)] for n in names}
             with self.store.connect() as con:
-                for n, files in listed.items():
-                    if files:
-                        con.execute(f"CREATE VIEW {n} AS {self.store.view_sql(TABLES[n], files)}")
-                    else:
-                        con.register(n, TABLES[n].schema.empty_table())
                 try:
+                    for n, files in listed.items():
+                        if files:
+                            con.execute(f"CREATE VIEW {n} AS {self.store.view_sql(TABLES[n], files)}")
+                        else:
+                            con.register(n, TABLES[n].schema.empty_table())
                     cursor = con.execute(sql, list(params))
                     names_out = [d[0] for d in cursor.description]
                     return [dict(zip(names_out, row, strict=True)) for row in cursor.fetchall()]

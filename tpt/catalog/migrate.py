@@ -63,8 +63,7 @@ def _folder_tables(store: Store) -> tuple[dict[str, pa.Table], list[str]]:
 def _write(store: Store, name: str, data: pa.Table) -> int:
     renames = RENAMES.get(name, {})
     data = conform(name, data.rename_columns([renames.get(c, c) for c in data.column_names]))
-    if TABLES[name].key:
-        data = last_per_key(data, TABLES[name].key)
+    data = last_per_key(data, TABLES[name].key)
     if data.num_rows:
         store.write(name, data)
     return data.num_rows

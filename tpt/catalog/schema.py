@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 # 1: the single-file DuckDB catalog (``catalog.duckdb``); 2: Parquet files per table (see tpt.catalog.store).
 SCHEMA_VERSION = 2
@@ -26,7 +25,7 @@ S, N, F, B = pa.string(), pa.int64(), pa.float64(), pa.bool_()  # text, integer,
 @dataclass(frozen=True)
 class Table:
     columns: dict[str, pa.DataType]
-    key: tuple[str, ...] = ()  # empty: rows are only ever appended
+    key: tuple[str, ...]  # a write replaces the rows of the keys it holds
     version: str | None = None  # the column that holds the version of the stage that wrote the row
 
     @property
@@ -47,6 +46,7 @@ TABLES: dict[str, Table] = {
             "reused": B,
             "metrics": S,  # JSON text
         },
+        key=("experiment", "stage", "version", "run_id", "recorded_at"),  # one record per run and moment
     ),
     "lineage": Table(
         {"experiment": S, "stage": S, "version": S, "parent_stage": S, "parent_version": S},
@@ -248,4 +248,4 @@ def last_per_key(data: pa.Table, key: Sequence[str]) -> pa.Table:
     last = keyed.group_by(list(key), use_threads=False).aggregate([("_i", "max")])
     if last.num_rows == data.num_rows:
         return data
-    return data.take(pc.sort_indices(last["_i_max"]))
+    return data.take(np.sort(last["_i_max"].to_numpy()))  # in the order given

@@ -100,7 +100,7 @@ class Store:
     def view_sql(self, spec: Table, files: list[str]) -> str:
         """One SELECT of the table's current rows over ``files`` (largest first): the newest row per key."""
         columns = _columns(spec)
-        if len(files) == 1 or not spec.key:
+        if len(files) == 1:
             return f"SELECT {columns} FROM {self.scan(files)}"
         key = ", ".join(spec.key)
         big, rest = f"read_parquet({self.url(files[0])})", self.scan(files[1:])
@@ -130,6 +130,4 @@ def _columns(spec: Table) -> str:
 
 
 def _latest(spec: Table) -> str:
-    if not spec.key:
-        return ""
     return f" QUALIFY row_number() OVER (PARTITION BY {', '.join(spec.key)} ORDER BY {SEQ} DESC) = 1"
