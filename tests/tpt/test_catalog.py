@@ -124,7 +124,7 @@ def test_bad_rows_fail_in_one_line_and_write_nothing(tmp_path, rows, message):
 
 
 def test_reruns_replace_rows_across_merges_and_the_files_stay_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "MAX_FILES", 3)
+    monkeypatch.setattr(store, "MAX_DELTAS", 2)
     catalog = Catalog(tmp_path / "c")
     doc = {"experiment": "e", "corpus_version": "v1", "source": "web"}
     catalog.upsert("documents", [doc | {"doc_id": f"d{i}", "n_chars": 0} for i in range(100)])  # the big file
@@ -151,7 +151,7 @@ def test_a_catalog_on_an_fsspec_url(tmp_path):
 WRITER = """
 import sys
 from tpt.catalog import Catalog, store
-store.MAX_FILES = 4  # merges run while the other process writes
+store.MAX_DELTAS = 3  # merges run while the other process writes
 path, name, batches, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 catalog = Catalog(path)
 open(f"{path}.{name}.ready", "w").close()

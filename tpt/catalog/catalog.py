@@ -21,7 +21,7 @@ from tpt.catalog.schema import SCHEMA_VERSION, TABLES, conform, last_per_key, ta
 from tpt.catalog.store import Store
 
 MARKER = "catalog.json"
-QUERY_TRIES = 5
+QUERY_TRIES = 20  # each retry follows a merge that finished meanwhile; merges come every few writes
 
 
 class CatalogLayoutError(RuntimeError):
@@ -87,14 +87,14 @@ class Catalog:
                 raise ValueError(f"catalog rows for {name}: {missing} rows lack key column {column!r}")
         data = last_per_key(data, spec.key)
         self.store.write(name, data)
-        self.store.compact(name, spec)
+        self.store.merge(name, spec)
         return data.num_rows
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run ``sql`` over views of the tables it names; a file merged away meanwhile means listing again."""
         names = [n for n in TABLES if re.search(rf"\b{n}\b", sql)]
         for attempt in range(QUERY_TRIES):
-            listed = {n: [path for path, _ in self.store.files(n)] for n in names}
+            listed = {n: self.store.files(n) for n in names}
             with self.store.connect() as con:
                 try:
                     for n, files in listed.items():
@@ -106,7 +106,7 @@ class Catalog:
                     names_out = [d[0] for d in cursor.description]
                     return [dict(zip(names_out, row, strict=True)) for row in cursor.fetchall()]
                 except duckdb.IOException:
-                    now = {n: {path for path, _ in self.store.files(n)} for n in names}
+                    now = {n: set(self.store.files(n)) for n in names}
                     if attempt + 1 == QUERY_TRIES or all(set(f) <= now[n] for n, f in listed.items()):
                         raise
         raise AssertionError("unreachable")

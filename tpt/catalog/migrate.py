@@ -52,7 +52,7 @@ def _folder_tables(store: Store) -> tuple[dict[str, pa.Table], list[str]]:
     tables, files = {}, []
     with store.connect() as con:
         for name in TABLES:
-            found = [path for path, _ in store.files(name)]
+            found = store.files(name)
             if found:  # oldest first, so that the newest row of a key is the one kept
                 tables[name] = con.sql(f"SELECT * FROM {store.scan(found)} ORDER BY {SEQ}").to_arrow_table()
                 tables[name] = tables[name].drop_columns([SEQ])
