@@ -137,6 +137,29 @@ def test_reruns_replace_rows_across_merges_and_the_files_stay_bounded(tmp_path, 
     assert {r["doc_id"]: r["n_chars"] for r in rows} == expected
 
 
+def test_a_merge_rewrites_the_bases_a_rerun_replaced_rows_of_and_leaves_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "MAX_DELTAS", 0)  # every write merges
+    monkeypatch.setattr(store, "SMALL_BASE_BYTES", 0)  # and no base is small enough to be folded in
+    catalog = Catalog(tmp_path / "c")
+    doc = {"experiment": "e", "source": "web"}
+    catalog.upsert("documents", [doc | {"corpus_version": "v1", "doc_id": f"d{i}", "n_chars": 1} for i in range(50)])
+    catalog.upsert("documents", [doc | {"corpus_version": "v2", "doc_id": f"d{i}", "n_chars": 1} for i in range(50)])
+    before = catalog.store.files("documents")
+    catalog.upsert("documents", [doc | {"corpus_version": "v1", "doc_id": f"d{i}", "n_chars": 2} for i in range(10)])
+    files = catalog.store.files("documents")
+    assert len(before) == 2 and set(before) < set(files) and len(files) == 3  # v1's base rewritten in place, one new
+    assert all("/base-" in f for f in files)
+    rows = catalog.query("SELECT corpus_version AS v, n_chars, count(*) AS n FROM documents GROUP BY ALL ORDER BY ALL")
+    assert rows == [
+        {"v": "v1", "n_chars": 1, "n": 40},
+        {"v": "v1", "n_chars": 2, "n": 10},
+        {"v": "v2", "n_chars": 1, "n": 50},
+    ]
+    # the bases hold no key twice between them, so a plain scan of the files counts each row once
+    [plain] = catalog.query(f"SELECT count(*) AS n FROM {catalog.store.scan(files)}")
+    assert plain == {"n": 100}
+
+
 def test_a_catalog_on_an_fsspec_url(tmp_path):
     catalog = Catalog("memory://catalog-test/c")
     catalog.record_stage("e", "trajectories", "t1", parents=[("corpus", "c1")])

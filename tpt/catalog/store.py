@@ -108,7 +108,7 @@ class Store:
         with self.connect() as con:
             hit = set()
             if bases:
-                sql = f"SELECT DISTINCT filename FROM {self.scan(bases, True)} SEMI JOIN {self.scan(deltas)} "
+                sql = f"SELECT DISTINCT filename FROM {self.scan(bases, True)} AS b SEMI JOIN {self.scan(deltas)} AS d "
                 sql += f"USING ({key})"
                 hit = {row[0] for row in con.execute(sql).fetchall()}
             touched = [b for b in bases if self.url(b) in hit]
@@ -119,7 +119,7 @@ class Store:
             base = self._new(name, BASE, time.time_ns())
             self._publish(base, lambda out: _copy(con, merged, out))
             for old in touched:  # without the keys the new base now holds, replaced atomically
-                kept = f"SELECT * FROM {self.scan([old])} ANTI JOIN {self.scan([base])} USING ({key})"
+                kept = f"SELECT * FROM {self.scan([old])} AS b ANTI JOIN {self.scan([base])} AS n USING ({key})"
                 self._publish(old, lambda out, kept=kept: _copy(con, kept, out))
         for delta in deltas:
             with contextlib.suppress(FileNotFoundError):
