@@ -160,6 +160,25 @@ def test_a_merge_rewrites_the_bases_a_rerun_replaced_rows_of_and_leaves_the_othe
     assert plain == {"n": 100}
 
 
+def test_a_writer_that_finds_a_merge_under_way_skips_it_and_a_dead_merges_lock_is_taken_over(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "MAX_DELTAS", 1)
+    catalog = Catalog(tmp_path / "c")
+    doc = {"experiment": "e", "corpus_version": "v1", "source": "web"}
+    catalog.upsert("documents", [doc | {"doc_id": "d0"}])
+    lock = tmp_path / "c" / "documents" / ".merging"
+    lock.write_text(str(time.time()))  # another process merges this table now
+    started = time.perf_counter()
+    for i in range(1, 4):
+        catalog.upsert("documents", [doc | {"doc_id": f"d{i}"}])
+    assert time.perf_counter() - started < 5  # no wait for the lock
+    assert sum("/delta-" in f for f in catalog.store.files("documents")) == 4  # nothing merged
+    lock.write_text(str(time.time() - store.MERGE_STALE_S - 1))  # its process died
+    catalog.upsert("documents", [doc | {"doc_id": "d4"}])
+    assert not lock.exists()
+    assert [f.rsplit("/", 1)[1][:5] for f in catalog.store.files("documents")] == ["base-"]
+    assert catalog.query("SELECT count(*) AS n FROM documents") == [{"n": 5}]
+
+
 def test_a_catalog_on_an_fsspec_url(tmp_path):
     catalog = Catalog("memory://catalog-test/c")
     catalog.record_stage("e", "trajectories", "t1", parents=[("corpus", "c1")])

@@ -153,24 +153,29 @@ class Store:
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[bool]:
         lock = f"{self.root}/{name}/.merging"
+        held = self._take(lock)
+        try:
+            yield held
+        finally:
+            if held:
+                self.fs.rm(lock)
+
+    def _take(self, lock: str) -> bool:
         for _ in range(2):
             try:
-                with self.fs.open(lock, "xb") as out:
+                with self.fs.open(lock, "xb") as out:  # only if absent (local, memory; S3 needs conditional PUT)
                     out.write(str(time.time()).encode())
-                break
+                return True
             except FileExistsError:
-                with contextlib.suppress(FileNotFoundError, ValueError):
-                    if time.time() - float(self.fs.cat_file(lock)) < MERGE_STALE_S:
-                        yield False
-                        return
+                try:
+                    age = time.time() - float(self.fs.cat_file(lock))
+                except (FileNotFoundError, ValueError):  # released meanwhile, or still being written
+                    continue
+                if age < MERGE_STALE_S:
+                    return False
+                with contextlib.suppress(FileNotFoundError):
                     self.fs.rm(lock)  # left by a merge that died; take it over
-        else:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            self.fs.rm(lock)
+        return False
 
     def _publish(self, path: str, write: Callable[[Path], None]) -> None:
         if self.local:
