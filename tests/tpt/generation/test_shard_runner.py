@@ -3,11 +3,11 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from tpt.atomic import read_json
 from tpt.config import GenerationConfig, PromptConfig, SamplingConfig
+from tpt.errors import InputError
 from tpt.generation.engines import EngineSpec, TransformersEngine
 from tpt.generation.estimate import estimate, sample_documents, worker_rate
-from tpt.atomic import read_json
-from tpt.errors import InputError
 from tpt.generation.shard_runner import (
     SUCCESS,
     EngineFailedError,
@@ -191,7 +191,7 @@ def test_a_missing_model_folder_is_bad_input_and_a_broken_one_a_retriable_engine
     with pytest.raises(EngineFailedError) as err:
         generate_shards(_shards(), tmp_path / "t", broken, generation, WorkerPlacement(), print)
     message = str(err.value)
-    assert message.startswith("the transformers workers failed (") and "broken-model" in message
+    assert message.startswith("the transformers workers failed (") and "tokenizer" in message
     assert "\n" not in message and "a rerun resumes after them" in message
     assert isinstance(ModelNotFoundError("x"), InputError) and not isinstance(err.value, InputError)
 
@@ -216,3 +216,12 @@ def test_a_dead_engine_fails_the_batch_instead_of_blaming_its_documents(spec, ge
     }
     with pytest.raises(EngineDeadError):
         worker(batch)  # Ray then replaces the actor; no document is recorded as poison
+
+
+def test_a_request_regenerated_gives_the_same_text_whatever_its_batch(spec):
+    engine = TransformersEngine(spec)
+    sampling = SamplingConfig(max_thinking_tokens=12, seed=0, temperature=1.0, top_p=0.95)
+    alone = engine.generate([DOCS[0]], sampling, [11])[0].text
+    assert engine.generate([DOCS[0]], sampling, [11])[0].text == alone  # same seed, same sample
+    assert engine.generate([DOCS[3], DOCS[0]], sampling, [5, 11])[1].text == alone  # its own seed, not its mates'
+    assert engine.generate([DOCS[0]], sampling, [12])[0].text != alone  # and the seed matters
