@@ -1,5 +1,6 @@
 """Materialize an experiment end to end from one command: the corpus first (it registers the shard partitions),
-then the data stages up to the token shards over all shards in one run (so an engine starts once), then one training
+the generation cost estimate (so a full run leaves no stage never materialized), then the data stages up to the
+token shards over all shards in one run (so an engine starts once), then one training
 run per scale of the experiment matrix, one run per (scale, benchmark) cell, and the report. Runs are recorded in the
 Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other.
 
@@ -54,6 +55,7 @@ def run_experiment(
     if not run("corpus"):
         return results
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
+    run("generation_estimate")  # its sample lands in the request cache: the data run copies it, not regenerates it
     if not run("data", tags={ASSET_PARTITION_RANGE_START_TAG: shards[0], ASSET_PARTITION_RANGE_END_TAG: shards[-1]}):
         return results
     trained = [scale for scale in experiment.scale_names if run("training", partition_key=scale)]

@@ -1,9 +1,9 @@
 """What a full generation will cost, from a sample run through the real stage, before anyone spends it.
 
 The rate is the engines' own while generating (the run's telemetry, from the timestamps of every request), so engine
-start-up does not distort it; the output length per document comes from the sample. Both scale linearly: tokens with documents, hours
-with tokens over (rate x workers). The estimate is as good as the sample is like the corpus and the sample's
-hardware is like the run's, so it is meant to be run where the generation will run.
+start-up does not distort it; the output length per document comes from the sample. Both scale linearly: tokens
+with documents, hours with tokens over (rate x workers). The estimate is as good as the sample is like the corpus
+and the sample's hardware is like the run's, so it is meant to be run where the generation will run.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import GenerationConfig
 from tpt.errors import InputError
+from tpt.generation import vllm_processor
 from tpt.generation.engines import EngineSpec, engine_version
 from tpt.generation.requests import cached_rows, index_root, record_part, request_keys
 from tpt.generation.telemetry import EngineTelemetry, measure
@@ -272,8 +273,6 @@ def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConf
     blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
     source = ray.data.from_arrow(blocks)
     if spec.engine == "vllm":
-        from tpt.generation import vllm_processor
-
         processor = vllm_processor.build(
             spec, generation, placement.workers, placement.cpus_per_worker, placement.gpus_per_worker
         )
@@ -292,6 +291,11 @@ def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConf
             max_task_retries=BATCH_RETRIES,
         )
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        if spec.engine == "vllm":
+            batch = vllm_processor.finish_batch(batch, generation)
+        for field in OUTPUT_SCHEMA:  # Ray Data leaves out a column that is null in every row of a block
+            if field.name not in batch.column_names:
+                batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
         yield batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
 
 

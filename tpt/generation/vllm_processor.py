@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from functools import lru_cache, partial
 
+import pyarrow as pa
+
 from tpt.config import GenerationConfig
 from tpt.generation.engines import EngineSpec, engine_version, request_seed, vllm_engine_kwargs
 from tpt.generation.prompt import BuiltPrompt, extract_thinking
-from tpt.generation.worker import PASSTHROUGH, safe_prompt
+from tpt.generation.worker import OUTPUT_SCHEMA, PASSTHROUGH, safe_prompt
 
 ERROR = "__inference_error__"
 
@@ -77,6 +79,15 @@ def postprocess(row: dict, generation: GenerationConfig, engine: str) -> dict:
         "started_at": origin + metrics["scheduled_ts"] if metrics.get("scheduled_ts") else None,
         "finished_at": origin + metrics["last_token_ts"] if metrics.get("last_token_ts") else None,
     }
+
+
+def finish_batch(batch: pa.Table, generation: GenerationConfig) -> pa.Table:
+    """The library passes a failed row around the postprocess, raw: give it the trajectory schema too."""
+    if ERROR not in batch.column_names:
+        return batch
+    engine = engine_version("vllm")
+    rows = [postprocess(r, generation, engine) if r.get(ERROR) else r for r in batch.to_pylist()]
+    return pa.Table.from_pylist([{k: r.get(k) for k in OUTPUT_SCHEMA.names} for r in rows], schema=OUTPUT_SCHEMA)
 
 
 def build(spec: EngineSpec, generation: GenerationConfig, workers: int, cpus: float, gpus: float):
