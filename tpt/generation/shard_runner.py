@@ -43,6 +43,7 @@ from tpt.progress import Progress
 
 SUCCESS = "_SUCCESS.json"
 TIMES = ("queued_at", "started_at", "finished_at")
+FORCED = "forced_tokens"  # benchmarks only: a document column that makes vLLM generate exactly that many tokens
 BATCH_RETRIES = 3  # per batch, on a fresh actor, when its actor died: an engine that dies that often is broken
 
 
@@ -216,7 +217,9 @@ def _pending(
     """Documents still to do, with their shard and request key, in shard order."""
     tables = []
     for shard, done in before.items():
-        docs = shards[shard].select(["doc_id", "source", "text"])
+        docs = shards[shard].select(
+            ["doc_id", "source", "text", *([FORCED] if FORCED in shards[shard].column_names else [])]
+        )
         docs = docs.filter(pc.invert(pc.is_in(docs["doc_id"], pa.array(sorted(done), pa.string()))))
         keys = request_keys(docs["doc_id"].to_pylist(), generation, engine_version(spec.engine))
         tables.append(
