@@ -25,6 +25,9 @@ class ThinkingGenerator(dg.ConfigurableResource):
     )
     max_model_len: int | None = Field(None, gt=0, description="vLLM context length cap")
     enforce_eager: bool | None = Field(None, description="vLLM: skip graph compilation (default: only on CPU)")
+    max_num_seqs: int | None = Field(
+        None, gt=0, description="vLLM: sequences one replica runs at once (default: vLLM's for the device)"
+    )
     memory_fraction: float | None = Field(
         None, gt=0, le=1, description="vLLM: share of GPU memory (host memory on CPU) it may take (default 0.9/0.2)"
     )
@@ -39,6 +42,7 @@ class ThinkingGenerator(dg.ConfigurableResource):
             max_model_len=self.max_model_len,
             enforce_eager=self.enforce_eager,
             memory_fraction=self.memory_fraction,
+            max_num_seqs=self.max_num_seqs,
         )
 
     def _threads(self) -> int:
