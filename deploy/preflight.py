@@ -44,7 +44,7 @@ def check_postgres(settings: dict[str, Any]) -> str | None:
         ).close()
     except psycopg2.Error as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        return f"Postgres at {where} refused the connection: {lines[-1] if lines else type(exc).__name__}"
+        return f"Postgres at {where} did not accept the connection: {lines[0] if lines else type(exc).__name__}"
     return None
 
 

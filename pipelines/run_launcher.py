@@ -1,8 +1,9 @@
 """A run launcher for a Dagster deployment on one host (webserver, daemon and code servers on one machine, the
 compute on a Ray cluster): Dagster's default launcher, plus the run-worker health check that run monitoring asks
-for. The default launcher has none, so a run worker killed with -9 (OOM killer, a reboot) left its run STARTED and
-its pool slots claimed forever; with this one the monitoring daemon marks such a run failed and then frees its
-slots (``free_slots_after_run_end_seconds``). Container launchers (``K8sRunLauncher``, ``DockerRunLauncher``)
+for. With the default launcher only the code server that started a run worker notices its death; when that code
+server died too (the OOM killer, a restarted daemon), the run stayed STARTED and its pool slots claimed forever.
+With this one the monitoring daemon marks such a run failed, and then frees its slots
+(``free_slots_after_run_end_seconds``). Container launchers (``K8sRunLauncher``, ``DockerRunLauncher``)
 bring their own check; use them where run workers live elsewhere."""
 
 import os

@@ -45,7 +45,10 @@ class RayAsk:
 
     @classmethod
     def for_trainer(cls, trainer: "Trainer") -> "RayAsk":
-        per_worker = {"CPU": float(trainer.threads_per_worker), "GPU": 1.0 if trainer.device == "cuda" else 0.0}
+        per_worker = {
+            "CPU": float(trainer.threads_per_worker),
+            "GPU": 1.0 if trainer.resolved_device().startswith("cuda") else 0.0,
+        }
         return cls("the trainer", trainer.workers, per_worker, "workers / threads_per_worker / device")
 
     def shortfall(self, nodes: list[Mapping[str, float]]) -> str | None:

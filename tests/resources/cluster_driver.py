@@ -3,7 +3,7 @@ of them), executed in process against the Ray that ``--address`` names (none: a 
 actors and a two-worker Ray Train launch of one thread each. It then writes what the test checks: each run's
 outcome, the libraries every node imported, and the tasks and actors Ray's state API lists.
 
-    python -m tests.resources.cluster_driver EXPERIMENT.yaml ROOT [--address ADDR] [--assets KEY ...]
+    python -m tests.resources.cluster_driver EXPERIMENT.yaml ROOT [--address ADDR [--dashboard URL]] [--assets KEY ...]
 """
 
 import argparse
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment")
     parser.add_argument("root", type=Path)
     parser.add_argument("--address")
+    parser.add_argument("--dashboard", help="the head's dashboard URL, which serves Ray's state API")
     parser.add_argument("--assets", nargs="*", help="asset keys (a/b) of the data job to run; default: all jobs")
     args = parser.parse_args(argv)
     experiment = load_experiment(args.experiment)
@@ -59,26 +60,30 @@ def main(argv: list[str] | None = None) -> int:
             if run("data", tags=span, asset_selection=selection) and not args.assets:
                 run("training", partition_key=experiment.scale_names[0])
     if args.address:
-        outcome |= placement(cluster["ray_cluster"])
+        outcome |= placement(cluster["ray_cluster"], args.dashboard)
     (args.root / "outcome.json").write_text(json.dumps(outcome, indent=1))
     return 0
 
 
-def placement(cluster: RayCluster) -> dict:
+def placement(cluster: RayCluster, dashboard: str | None) -> dict:
     """Where everything ran, from Ray's state API, and what each node imported; read after the runs."""
     import ray
-    from ray.util.state import list_actors, list_tasks
+    from ray.util.state import list_actors, list_nodes, list_tasks
 
     cluster.ensure()
     try:
         libraries = cluster.node_libraries()
-        if cluster.address.startswith("ray://"):  # the state API is not served through Ray Client
+        if not dashboard:
             return {"libraries": libraries}
-        tasks = [{"name": t.name, "node_id": t.node_id, "state": t.state} for t in list_tasks(limit=10000)]
-        actors = [
-            {"class_name": a.class_name, "node_id": a.node_id, "state": a.state} for a in list_actors(limit=10000)
+        tasks = [
+            {"name": t.name, "node_id": t.node_id, "state": t.state} for t in list_tasks(address=dashboard, limit=10000)
         ]
-        return {"libraries": libraries, "tasks": tasks, "actors": actors}
+        actors = [
+            {"class_name": a.class_name, "node_id": a.node_id, "state": a.state}
+            for a in list_actors(address=dashboard, limit=10000)
+        ]
+        nodes = {n.node_id: n.resources_total for n in list_nodes(address=dashboard) if n.state == "ALIVE"}
+        return {"libraries": libraries, "nodes": nodes, "tasks": tasks, "actors": actors}
     finally:
         ray.shutdown()
 

@@ -101,6 +101,15 @@ class RayNodes:
                 raise RuntimeError(f"{count} Ray nodes did not register within {timeout_s:.0f}s: {self.log_tail()}")
             time.sleep(2)
 
+    def wait_until_dead(self, node_id: str, timeout_s: float = 120) -> None:
+        """Until the head has marked a stopped node dead, so no later check waits on it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(n["node_id"] != node_id or n["state"] == "DEAD" for n in self.state("nodes")):
+                return
+            time.sleep(2)
+        raise RuntimeError(f"node {node_id} not marked dead within {timeout_s:.0f}s")
+
     def log_tail(self, chars: int = 3000) -> str:
         return " | ".join(p.read_text(errors="replace")[-chars:] for p in sorted(self.root.glob("node*.log")))
 

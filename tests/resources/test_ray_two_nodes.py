@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.resources.conftest import NODES
-from tests.resources.ray_nodes import REPO_ROOT
+from tests.resources.ray_nodes import REPO_ROOT, RayNodes
 from tpt.atomic import read_json
 from tpt.config import Experiment
 from tpt.generation.shard_runner import read_trajectories
@@ -56,13 +56,15 @@ def experiment(embedded: Experiment, tmp_path_factory: pytest.TempPathFactory) -
     return config, path
 
 
-def drive(experiment_file: Path, root: Path, address: str | None, env: dict, *assets: str) -> dict:
+def drive(experiment_file: Path, root: Path, cluster: RayNodes | None, address: str = "", *assets: str) -> dict:
     """The driver process (``tests/resources/cluster_driver.py``) with the cluster's token in its environment."""
     command = [sys.executable, "-m", "tests.resources.cluster_driver", str(experiment_file), str(root)]
-    command += ["--address", address] if address else []
+    if cluster:  # a driver on the cluster lists placement through the head's state API
+        command += ["--address", address or cluster.address]
+        command += [] if address else ["--dashboard", cluster.dashboard]
     command += ["--assets", *assets] if assets else []
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    full_env = {**os.environ, "PYTHONPATH": path, **env}
+    full_env = {**os.environ, "PYTHONPATH": path, **(cluster.env if cluster else {})}
     full_env.pop("TPT_RAY_ADDRESS", None)
     done = subprocess.run(command, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -75,14 +77,14 @@ def drive(experiment_file: Path, root: Path, address: str | None, env: dict, *as
 @pytest.fixture(scope="module")
 def local_run(experiment, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("local_ray")
-    drive(experiment[1], root, None, {})
+    drive(experiment[1], root, None)
     return root
 
 
 @pytest.fixture(scope="module")
 def cluster_run(experiment, ray_nodes, local_run, tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("ray_cluster")
-    return root, drive(experiment[1], root, ray_nodes.address, ray_nodes.env)
+    return root, drive(experiment[1], root, ray_nodes)
 
 
 def _plan(experiment: Experiment, root: Path) -> ExperimentPlan:
@@ -103,7 +105,8 @@ def _loss_curve(plan: ExperimentPlan, variant: str) -> list[float]:
 
 def test_tasks_and_actors_ran_on_both_nodes(cluster_run, ray_nodes):
     _, outcome = cluster_run
-    nodes = {n["node_id"]: n["resources_total"] for n in ray_nodes.state("nodes")}
+    nodes = outcome["nodes"]  # alive when the driver finished
+    assert nodes == {n["node_id"]: n["resources_total"] for n in ray_nodes.state("nodes") if n["state"] == "ALIVE"}
     kind = {node: next(k for k in NODES if k in resources) for node, resources in nodes.items()}
     assert sorted(kind.values()) == sorted(NODES)
 
@@ -143,8 +146,8 @@ def test_ray_client_address_runs_the_token_shards_the_same(cluster_run, experime
     """``ray://`` (Ray Client): the node check and the tokenization tasks; the same packed tokens."""
     config = experiment[0]
     tokens = "/".join([config.name, "token_shards_vanilla"])
-    outcome = drive(experiment[1], tmp_path, ray_nodes.client_address, ray_nodes.env, tokens)
-    assert set(outcome["libraries"]) == {n["node_id"] for n in ray_nodes.state("nodes")}
+    outcome = drive(experiment[1], tmp_path, ray_nodes, ray_nodes.client_address, tokens)
+    assert set(outcome["libraries"]) == {n["node_id"] for n in ray_nodes.state("nodes") if n["state"] == "ALIVE"}
     here, there = _plan(config, cluster_run[0]), _plan(config, tmp_path)
     for shard in sorted(p.stem for p in here.token_shards("vanilla").path.glob("*.bin")):
         ours, theirs = (shard_out_path(p.token_shards("vanilla").path, shard) for p in (here, there))
