@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
             result = defs.resolve_job_def(f"{experiment.name}_{job}").execute_in_process(
                 instance=instance, raise_on_error=False, **kwargs
             )
-            failures = [e.message for e in result.all_events if e.is_failure]
+            failures = [
+                (e.step_failure_data.error.message.strip() if e.is_step_failure else e.message)
+                for e in result.all_events
+                if e.is_failure
+            ]
             outcome["runs"][job] = {"success": result.success, "failures": failures}
             return result.success
 

@@ -66,9 +66,12 @@ class RayNodes:
         command += ["--resources", json.dumps(dict(resources)), "--temp-dir", str(self.root)]
         command += ["--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"]
         log = (self.root / f"node{len(self.nodes)}.log").open("wb")
+        # A node's workers get no source tree of this process on their path (a real node has none): they import
+        # ``tpt`` from the runtime env the driver ships, and the rest from the installed environment.
+        base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         node = subprocess.Popen(
             command,
-            env={**os.environ, **self.env, **dict(env)},
+            env={**base, **self.env, **dict(env)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop_node reaches its raylet and workers
