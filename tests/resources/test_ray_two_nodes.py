@@ -23,6 +23,7 @@ from tpt.tokenization.ray_pack import shard_out_path
 
 pytestmark = pytest.mark.slow
 
+SHIPPED = "runtime_resources/py_modules_files/"  # where a node unpacks the runtime env's py_modules
 TOLERANCE = 1e-4  # the training tests' bound for a Ray launch against another launch of the same loop
 
 
@@ -117,9 +118,12 @@ def test_tasks_and_actors_ran_on_both_nodes(cluster_run, ray_nodes):
     assert placed(tasks, "name", "pack_parquet") == set(NODES), tasks  # tokenization tasks
     assert placed(actors, "class_name", "MapWorker") == set(NODES), actors  # the generator's actor pool
     assert placed(actors, "class_name", "RayTrainWorker") == set(NODES), actors  # the two Ray Train workers
+    # A driver on the cluster hands its own sys.path to its workers, so on this one machine they may import the
+    # driver's very files; on a node without them, the runtime env's copy (the ray:// test below sees that one).
+    driver_tpt = str(REPO_ROOT / "tpt" / "__init__.py")
     shipped = {node: found["tpt"] for node, found in outcome["libraries"].items()}
     assert set(shipped) == set(nodes)
-    assert all("runtime_resources/py_modules_files" in path for path in shipped.values()), shipped
+    assert all(path == driver_tpt or SHIPPED in path for path in shipped.values()), shipped
 
 
 def test_cluster_results_equal_the_local_ray_run(cluster_run, local_run, experiment):
@@ -148,6 +152,8 @@ def test_ray_client_address_runs_the_token_shards_the_same(cluster_run, experime
     tokens = "/".join([config.name, "token_shards_vanilla"])
     outcome = drive(experiment[1], tmp_path, ray_nodes, ray_nodes.client_address, tokens)
     assert set(outcome["libraries"]) == {n["node_id"] for n in ray_nodes.state("nodes") if n["state"] == "ALIVE"}
+    # the Ray Client server is the driver here: every node imports tpt from the copy the runtime env shipped
+    assert all(SHIPPED in found["tpt"] for found in outcome["libraries"].values()), outcome["libraries"]
     here, there = _plan(config, cluster_run[0]), _plan(config, tmp_path)
     for shard in sorted(p.stem for p in here.token_shards("vanilla").path.glob("*.bin")):
         ours, theirs = (shard_out_path(p.token_shards("vanilla").path, shard) for p in (here, there))
