@@ -4,6 +4,7 @@ Face format."""
 
 from assets.mixture import packed_shards
 from assets.stage import StageResult, StageRun, png_markdown
+from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
 from tpt.errors import InputError
 from tpt.models import resolve_model
@@ -67,7 +68,7 @@ def _train(run: StageRun, training, trainer) -> None:
     common = {"tokenizer_dir": tokenizer_dir, "device": device, "log": run.log}
     common["memory_limit_bytes"] = trainer.memory_limit_bytes
     if trainer.launcher == "ray":
-        run.resources.ray_cluster.ensure()
+        run.resources.ray_cluster.ensure(RayAsk.for_trainer(trainer))
         train_on_ray(
             training,
             shards.paths,

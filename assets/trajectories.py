@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from assets.stage import StageResult, StageRun, markdown_table, png_markdown
+from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest, read_shard
 from tpt.generation.estimate import estimate
@@ -27,7 +28,7 @@ def thinking_trajectories(run: StageRun) -> StageResult:
     out, corpus, generator = run.output, run.input("corpus"), run.resources.generator
     pending = [s for s in run.shards if not (out.path / s / SUCCESS).exists()]
     if pending:
-        run.resources.ray_cluster.ensure()
+        run.resources.ray_cluster.ensure(RayAsk.for_generator(generator))
     summaries = generate_shards(
         {s: read_shard(corpus.path, s) for s in run.shards},
         out.path,
