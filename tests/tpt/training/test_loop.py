@@ -13,6 +13,7 @@ from tpt.config import MixtureConfig, MixtureSource, ModelShape, TrainingConfig
 from tpt.tokenization import PackedShards, tokenize_and_pack
 from tpt.tokenization.mixture import MixtureError, resolve_mixture
 from tpt.training import CheckpointError, ModelTooLargeError, TrainingInputError, train
+from tpt.training.checkpoint import read_weights
 
 SHAPE = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
 CONFIG = TrainingConfig(
@@ -85,7 +86,7 @@ def test_final_model_loads_with_auto_classes_and_generates(full_run):
     model = AutoModelForCausalLM.from_pretrained(result.final_model)
     tokenizer = AutoTokenizer.from_pretrained(result.final_model)
     assert sum(p.numel() for p in model.parameters()) == result.n_params
-    trained = torch.load(result.checkpoint / "state.pt", weights_only=True)["model"]
+    trained = read_weights(result.checkpoint)
     saved = load_file(result.final_model / "model.safetensors")
     assert saved.keys() <= trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
     prompt = tokenizer("Ada has 3 apples", return_tensors="pt")
@@ -130,11 +131,13 @@ def test_corrupt_checkpoint_is_refused_and_the_earlier_one_kept(tmp_path, full_r
     _, out, *_ = full_run
     shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
     earlier = _digest(tmp_path / "checkpoints" / "step-00000004")
-    state = tmp_path / "checkpoints" / "step-00000006" / "state.pt"
+    state = tmp_path / "checkpoints" / "step-00000006" / "__0_0.distcp"  # the one shard of a one-process run
     data = bytearray(state.read_bytes())
     data[len(data) // 2] ^= 0xFF
     state.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="step-00000006 is damaged.*step-00000004 is intact") as refused:
+    with pytest.raises(
+        CheckpointError, match="step-00000006 is damaged: __0_0.distcp checksum mismatch.*step-00000004 is intact"
+    ) as refused:
         train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None)
     assert "\n" not in str(refused.value)
     assert _digest(tmp_path / "checkpoints" / "step-00000004") == earlier
