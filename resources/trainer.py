@@ -10,7 +10,8 @@ class Trainer(dg.ConfigurableResource):
     """Where pretraining runs. The embedded default trains in the Dagster process on the CPU; the same loop
     runs on a GPU with ``device: cuda`` (bf16 autocast), or data-parallel on the Ray cluster with
     ``launcher: ray`` (Ray Train ``TorchTrainer``, one worker per GPU or per ``threads_per_worker`` CPUs), each
-    worker holding the whole model (``strategy: ddp``) or a shard of it (``strategy: fsdp``)."""
+    worker holding the whole model (``strategy: ddp``) or a shard of it (``strategy: fsdp``); a lost worker restarts
+    the group from the last checkpoint up to ``max_failures`` times."""
 
     device: Literal["cpu", "cuda", "auto"] = "auto"
     launcher: Literal["local", "ray"] = "local"
@@ -21,6 +22,12 @@ class Trainer(dg.ConfigurableResource):
         description="launcher: ray. ddp: every worker holds the whole model, optimizer included (fastest when it "
         "fits one device); fsdp: weights, grads and AdamW moments sharded over the workers (FSDP2), for models "
         "that do not fit one device, at the cost of all-gathering each layer's weights every step",
+    )
+    max_failures: int = Field(
+        3,
+        ge=0,
+        description="launcher: ray. Times a lost worker (killed process, lost node) restarts the worker group "
+        "within the same run, resuming from the last checkpoint (Ray Train FailureConfig)",
     )
     memory_limit_gib: float | None = Field(
         None, gt=0, description="refuse configs estimated above this per device (per Ray worker with launcher: ray)"

@@ -7,9 +7,10 @@ and a 128k vocabulary that is 4.2 GB of fp32 logits per sequence, three times ov
 chunk's logits at a time: the logits' memory becomes ``chunk_tokens x vocab`` whatever the context.
 
 Chunked is not bit-equal to unchunked on CPU fp32: the loss is a sum of chunk sums, and the LM head's weight
-gradient a sum of per-chunk matmuls, both added in another order than one reduction (measured gap on the test
-model: about 1e-7 relative per step). ``TrainingConfig.loss_chunk_tokens`` is therefore versioned. Chunked
-runs are themselves exactly reproducible and resume bit for bit.
+gradient a sum of per-chunk matmuls, both added in another order than one reduction (measured on the test model,
+6 steps, chunks of 16 tokens: largest loss gap 1.9e-6 at a loss of 10.7, ``tests/tpt/training/test_loop.py``).
+``TrainingConfig.loss_chunk_tokens`` is therefore versioned. Chunked runs are themselves exactly reproducible and
+resume bit for bit.
 """
 
 from __future__ import annotations

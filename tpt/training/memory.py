@@ -7,8 +7,9 @@ forward of 1- and 2-layer models of several shapes: per token and layer, ``6 h +
 dtype (the attention projections and outputs, the MLP's gate, up, activation and product) plus ``2 h + heads + 2``
 fp32 values (the RMSNorms' fp32 work and the attention's log-sum-exp), with ``h`` the hidden size, ``kv`` the
 key/value width and ``f`` the MLP width. Activation checkpointing keeps one ``h`` per token and layer and recomputes
-one layer at a time in the backward. The loss holds ``3 x tokens x vocab`` fp32 values at its peak in the backward
-(log-probabilities, their gradient, the logits' gradient), over a chunk's tokens when it is chunked (``loss.py``).
+one layer at a time in the backward, after the loss's own peak. The loss holds ``3 x tokens x vocab`` fp32 values
+at its peak in the backward (log-probabilities, their gradient, the logits' gradient), over a chunk's tokens when
+it is chunked (``loss.py``).
 
 ``benchmarks/bench_memory.py`` checks the total against the peak resident memory of real CPU runs (fp32); the
 bf16 figures for GPUs (FSDP's bf16 parameters, autocast's weight copies) follow the same count and were not
@@ -71,13 +72,15 @@ def memory_estimate(
     kv = shape.num_kv_heads * (h // a)
     tokens = micro_batch_size * (seq_len - 1)
     layer = tokens * ((6 * h + 2 * kv + 4 * f) * b + (2 * h + a + 2) * 4)
-    # Checkpointing keeps each layer's input and recomputes one layer at a time in the backward.
-    layers = shape.num_layers * (tokens * h * b if activation_checkpointing else layer) + (
-        layer if activation_checkpointing else 0
-    )
     working = tokens * (4 * h * 4 + 2 * f * b)  # final norm, the hidden states' gradients, one layer's backward
     chunk = tokens if loss_chunk_tokens is None else min(loss_chunk_tokens, tokens)
     logits = chunk * vocab_size * (12 if b == 4 else 14) + (tokens * h * 4 if loss_chunk_tokens else 0)
+    if activation_checkpointing:
+        # Each layer's input is kept; one layer at a time is recomputed, later in the backward than the loss's
+        # peak (which comes first), so the peak holds the larger of the two, not both.
+        activations = shape.num_layers * tokens * h * b + max(layer + working - logits, 0)
+    else:
+        activations = shape.num_layers * layer + working
     if shards > 1:
         root = n - shape.num_layers * per_layer_params
         unsharded = b * (root + 2 * per_layer_params)
@@ -88,7 +91,7 @@ def memory_estimate(
         weights=math.ceil(4 * n / shards),
         gradients=math.ceil(4 * n / shards),
         optimizer=math.ceil(8 * n / shards),
-        activations=int(layers + working),
+        activations=int(activations),
         gathered=int(gathered),
         logits=int(logits),
     )
