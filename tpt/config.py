@@ -201,8 +201,23 @@ class TrainingConfig(Strict):
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
+    loss_chunk_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="compute the LM head and cross-entropy over this many tokens at a time (recomputed in the "
+        "backward), so full fp32 logits are never held: needed at 8k context x 128k vocab. Versioned: chunk sums are "
+        "added in another order than one sum, so losses differ from the unchunked ones by float rounding",
+    )
     micro_batch_size: int = operational(8, gt=0)
     checkpoint_every: int = operational(100, gt=0)
+    activation_checkpointing: bool = operational(
+        False,
+        description="keep only each decoder layer's input in the forward and recompute the layer in the backward "
+        "(about 1/3 more compute, activations down to one layer's); the same losses bit for bit",
+    )
+    async_checkpoint: bool = operational(
+        False, description="write checkpoints in the background while training goes on (torch.distributed.checkpoint)"
+    )
 
     @model_validator(mode="after")
     def _batch_fits(self) -> TrainingConfig:

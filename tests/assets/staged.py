@@ -141,6 +141,9 @@ def trajectory_rows(
             "engine": [engine] * len(ids),
             "batch_wall_s": [0.5] * len(ids),
             "from_cache": [False] * len(ids),
+            "queued_at": [None] * len(ids),  # a stand-in's rows carry no engine timestamps
+            "started_at": [None] * len(ids),
+            "finished_at": [None] * len(ids),
         },
         schema=OUTPUT_SCHEMA,
     )
