@@ -1,5 +1,7 @@
 """Thinking trajectories: an expert's thinking t for every document d of a corpus shard, generated on a Ray Data
-actor pool (resumable per document, cached per request); each shard's own figures on its own partition."""
+actor pool that reads the shards and writes the trajectories itself (the Dagster process moves paths and reads
+ids and counts back, never text); resumable per document, cached per request; each shard's own figures on its own
+partition."""
 
 from collections import Counter
 
@@ -8,13 +10,14 @@ import pyarrow as pa
 
 from assets.stage import StageResult, StageRun, markdown_table, png_markdown
 from tpt.config import Experiment
-from tpt.corpus.build import read_shard
-from tpt.generation.shard_runner import SUCCESS, ShardSummary, generate_shards, read_trajectories
+from tpt.generation.shard_files import generate_shard_files, shard_ids
+from tpt.generation.shard_runner import SUCCESS, ShardSummary
 from tpt.plots import histogram
 from tpt.stages import Instance, Read, Stage
 from tpt.versioning import versioned_fields
 
 CATALOG_COLUMNS = ["doc_id", "shard", "finish_reason", "prompt_tokens", "output_tokens", "document_cut", "engine"]
+READ_COLUMNS = [*CATALOG_COLUMNS, "error", "source"]
 
 
 def _own(experiment: Experiment, instance: Instance) -> dict:
@@ -26,8 +29,9 @@ def thinking_trajectories(run: StageRun) -> StageResult:
     pending = [s for s in run.shards if not (out.path / s / SUCCESS).exists()]
     if pending:
         run.resources.ray_cluster.ensure()
-    summaries = generate_shards(
-        {s: read_shard(corpus.path, s) for s in run.shards},
+    summaries = generate_shard_files(
+        corpus.path,
+        run.shards,
         out.path,
         generator.engine_spec(run.experiment.generation),
         run.experiment.generation,
@@ -36,7 +40,7 @@ def thinking_trajectories(run: StageRun) -> StageResult:
         cache_root=run.outputs.root.parent,
     )
     gpus = generator.gpus_in_use()
-    tables = {s: read_trajectories(out.path / s) for s in run.shards}
+    tables = {s: shard_ids(out.path / s, READ_COLUMNS) for s in run.shards}  # no thinking text
     table = pa.concat_tables(tables.values(), promote_options="permissive")
     fixed = {"experiment": run.experiment.name, "thinking_trajectories_version": out.version}
     rows = {

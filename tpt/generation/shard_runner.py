@@ -212,26 +212,39 @@ def _part_name(part: pa.Table) -> str:
 def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConfig, placement: WorkerPlacement):
     """Yield one arrow table per finished batch, in completion order."""
     import ray.data
-    from ray.data import ActorPoolStrategy
+
+    configure_data_context(placement)
+    size = generation.batch_size
+    blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
+    dataset = thinking_stage(ray.data.from_arrow(blocks), spec, generation, placement)
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        yield batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+
+
+def configure_data_context(placement: WorkerPlacement) -> None:
+    """Ray Data settings of a generation run (and a first look that the pool fits the cluster)."""
+    import ray.data
 
     _check_fits(ray.cluster_resources(), placement)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.memory_usage_poll_interval_s = None  # a USS probe per second per actor costs a 2-core machine ~2% of generation
-    size = generation.batch_size
-    blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
-    dataset = ray.data.from_arrow(blocks).map_batches(
+
+
+def thinking_stage(source, spec: EngineSpec, generation: GenerationConfig, placement: WorkerPlacement):
+    """``source`` (a Ray Dataset of doc_id, source, text, shard, request_key) through the engine actor pool."""
+    from ray.data import ActorPoolStrategy
+
+    return source.map_batches(
         ThinkingWorker,
         fn_constructor_kwargs={"spec": spec, "generation": generation},
-        batch_size=size,
+        batch_size=generation.batch_size,
         batch_format="numpy",
         compute=ActorPoolStrategy(size=placement.workers),
         num_cpus=placement.cpus_per_worker,
         num_gpus=placement.gpus_per_worker or None,
     )
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        yield batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
 
 
 def _check_fits(cluster: Mapping[str, float], placement: WorkerPlacement) -> None:
