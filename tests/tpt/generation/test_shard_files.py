@@ -85,3 +85,17 @@ def test_workers_read_the_shards_write_the_parts_and_a_rerun_resumes(local_ray, 
         cache_root=root,
     )
     assert [(s.cache_hits, s.generated_this_run) for s in cached.values()] == [(3, 0), (2, 0)]
+
+
+def test_the_estimate_reads_the_same_sample_from_files_row_groups_only(tmp_path):
+    """The same documents as ``sample_documents`` over whole tables, read from shard files of many row groups."""
+    from tpt.generation.estimate import sample_documents, sample_shard_files
+
+    tables = {}
+    for s, n in (("shard-00000", 1000), ("shard-00001", 37), ("shard-00002", 500)):
+        ids = [f"{s}-{i}" for i in range(n)]
+        tables[s] = pa.table({"doc_id": ids, "source": ["web"] * n, "text": [f"text of {d}" for d in ids]})
+        pq.write_table(tables[s], tmp_path / f"{s}.parquet", row_group_size=64)
+    files = {s: (tmp_path / f"{s}.parquet", t.num_rows) for s, t in tables.items()}
+    for n in (16, 1, 5000):
+        assert sample_shard_files(files, n).equals(sample_documents(tables, n))
