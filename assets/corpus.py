@@ -27,12 +27,17 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 def corpus(run: StageRun) -> StageResult:
     out, config = run.output, run.experiment.corpus
     before = load_manifest(out.path, out.version)
+    on_ray = config.build_on_ray or bool(run.resources.ray_cluster.address)  # a cluster builds on its workers
+    if on_ray:
+        run.resources.ray_cluster.ensure()
     manifest, reused = build_corpus(
         config,
         out.path,
         out.version,
         test_data_folder=run.experiment.evaluation.data_folder,
         test_sets=run.experiment.evaluation.test_sets,
+        on_ray=on_ray,
+        log=run.log,
     )
     added = [s for s in manifest.shard_names if before is None or s not in before.shard_names]
     run.log(f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards, {len(added)} new")
@@ -94,8 +99,9 @@ def corpus_manifest(run: StageRun) -> StageResult:
 
 STAGE = Stage(
     name="corpus",
-    revision=3,  # 3: shards carry their content hash
+    revision=4,  # 4: built by tasks per file, id bucket and shard (ids by prefix in _ids/, hub revisions pinned)
     own=_own,
+    resources=("ray_cluster",),
     job="corpus",
     kinds=frozenset({"python", "parquet"}),
     description="Documents from the configured sources: cleaned, length-filtered, exactly (and optionally near-) "
