@@ -3,7 +3,7 @@ checkpoint on one benchmark, so a new benchmark or a new checkpoint computes onl
 
 from assets.stage import StageResult, StageRun, markdown_table, ui_link
 from tpt.config import Experiment
-from tpt.evaluation.runner import EvaluationRun, run_benchmarks
+from tpt.evaluation.runner import BenchmarkResult, EvaluationRun, run_benchmarks
 from tpt.stages import Instance, Output, Outputs, Read, Stage
 from tpt.versioning import content_hash, versioned_fields
 
@@ -18,29 +18,53 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 
 def benchmark_scores(run: StageRun) -> StageResult:
     out, benchmark, checkpoint = run.output, run.instance.benchmark, run.input("checkpoint")
-    evaluation, evaluator = run.experiment.evaluation, run.resources.evaluator
     finished = EvaluationRun.load(out.path)
+    reused = finished is not None
     if finished is None:
-        finished = run_benchmarks(
-            checkpoint.path / "final",
-            [benchmark],
-            work_dir=out.path,
-            limit=evaluation.limit,
-            max_gen_toks=evaluation.max_gen_toks,
-            batch_size=evaluation.batch_size,
-            data_folder=evaluation.data_folder,
-            test_set_source=evaluation.test_sets,
-            backend=evaluator.backend,
-            device=evaluator.resolved_device(),
-            sandbox_workers=evaluator.sandbox_workers,
-            log=run.log,
-        )
-        reused = False
-    else:
-        reused = True
+        finished = _evaluate(run, checkpoint, benchmark)
     result = finished.benchmarks[benchmark]
-    key = {"experiment": run.experiment.name, "variant": run.instance.variant, "benchmark_scores_version": out.version}
-    key |= {"benchmark": benchmark}
+    metrics = [{"metric": m, "value": v.value, "stderr": v.stderr} for m, v in result.metrics.items()]
+    lineage = [
+        {"stage": f"[{o.stage}{'_' + o.variant if o.variant else ''}]({ui_link(run.experiment, o)})"}
+        | {"version": o.version, "depth": depth}
+        for o, depth in upstream_outputs(run.outputs, out)
+    ]
+    command = f"tpt lineage {run.experiment.name} --variant {run.instance.variant} --scale {run.instance.scale} "
+    scored = {m: (v.value, v.stderr) for m, v in result.metrics.items()}
+    return StageResult(
+        reused,
+        _figures(run, finished, result, checkpoint),
+        rows=_rows(run, result),
+        content_version=content_hash("scores", scored, [s.generation for s in result.samples]),
+        extra_metadata={
+            "metrics": markdown_table(metrics),
+            "lineage": markdown_table(lineage),
+            "lineage_command": command + f"--benchmark {benchmark}",
+        },
+    )
+
+
+def _evaluate(run: StageRun, checkpoint: Output, benchmark: str) -> EvaluationRun:
+    evaluation, evaluator = run.experiment.evaluation, run.resources.evaluator
+    return run_benchmarks(
+        checkpoint.path / "final",
+        [benchmark],
+        work_dir=run.output.path,
+        limit=evaluation.limit,
+        max_gen_toks=evaluation.max_gen_toks,
+        batch_size=evaluation.batch_size,
+        data_folder=evaluation.data_folder,
+        test_set_source=evaluation.test_sets,
+        backend=evaluator.backend,
+        device=evaluator.resolved_device(),
+        sandbox_workers=evaluator.sandbox_workers,
+        log=run.log,
+    )
+
+
+def _rows(run: StageRun, result: BenchmarkResult) -> dict[str, list[dict]]:
+    key = {"experiment": run.experiment.name, "variant": run.instance.variant}
+    key |= {"benchmark_scores_version": run.output.version, "benchmark": result.benchmark}
     scores = [
         key
         | {"scale": run.instance.scale, "metric": metric, "value": v.value, "stderr": v.stderr}
@@ -54,10 +78,14 @@ def benchmark_scores(run: StageRun) -> StageResult:
         | {"target": s.target, "correct": bool(s.correct)}
         for s in result.samples
     ]
-    figures = {
+    return {"scores": scores, "eval_samples": samples}
+
+
+def _figures(run: StageRun, finished: EvaluationRun, result: BenchmarkResult, checkpoint: Output) -> dict:
+    return {
         "variant": run.instance.variant,
         "scale": run.instance.scale,
-        "benchmark": benchmark,
+        "benchmark": result.benchmark,
         "task": result.task,
         "metric": result.primary_metric,
         "score": result.primary_value,
@@ -73,28 +101,6 @@ def benchmark_scores(run: StageRun) -> StageResult:
         "checkpoint": str(checkpoint.path / "final"),
         "checkpoint_version": checkpoint.version,
     }
-    metrics = [{"metric": m, "value": v.value, "stderr": v.stderr} for m, v in result.metrics.items()]
-    lineage = [
-        {"stage": f"[{o.stage}{'_' + o.variant if o.variant else ''}]({ui_link(run.experiment, o)})"}
-        | {"version": o.version, "depth": depth}
-        for o, depth in upstream_outputs(run.outputs, out)
-    ]
-    command = f"tpt lineage {run.experiment.name} --variant {run.instance.variant} --scale {run.instance.scale} "
-    return StageResult(
-        reused,
-        figures,
-        rows={"scores": scores, "eval_samples": samples},
-        content_version=content_hash(
-            "scores",
-            {m: (v.value, v.stderr) for m, v in result.metrics.items()},
-            [s.generation for s in result.samples],
-        ),
-        extra_metadata={
-            "metrics": markdown_table(metrics),
-            "lineage": markdown_table(lineage),
-            "lineage_command": command + f"--benchmark {benchmark}",
-        },
-    )
 
 
 def upstream_outputs(outputs: Outputs, output: Output) -> list[tuple[Output, int]]:

@@ -2,6 +2,7 @@
 real stage on the generator's hardware (kept where the request cache finds it, so the real run reuses it)."""
 
 from assets.stage import StageResult, StageRun, markdown_table
+from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest
 from tpt.generation.estimate import estimate, sample_shard_files, worker_rate
@@ -27,7 +28,7 @@ def generation_cost_estimate(run: StageRun) -> StageResult:
     out = run.output.path
     reused = (out / SAMPLE_SHARD / SUCCESS).exists()
     if not reused:
-        run.resources.ray_cluster.ensure()
+        run.resources.ray_cluster.ensure(RayAsk.for_generator(generator))
     generate_shards(
         {SAMPLE_SHARD: sample}, out, generator.engine_spec(generation), generation, generator.placement(), run.log
     )

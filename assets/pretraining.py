@@ -4,6 +4,7 @@ Face format."""
 
 from assets.mixture import packed_shards
 from assets.stage import StageResult, StageRun, png_markdown
+from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
 from tpt.errors import InputError
 from tpt.models import resolve_model
@@ -30,37 +31,7 @@ def checkpoint(run: StageRun) -> StageResult:
     result = TrainResult.load(out.path)
     reused = result is not None
     if result is None:
-        mixture = ResolvedMixture.finished(run.input("data_mixture").path)
-        if mixture is None:
-            raise MixtureMissingError(f"no resolved mixture for {run.instance.label}; materialize data_mixture first")
-        shards = packed_shards(run.outputs, run.instance.variant)
-        tokenizer_dir, device = resolve_model(run.experiment.tokenizer, weights=False), trainer.resolved_device()
-        if trainer.launcher == "ray":
-            run.resources.ray_cluster.ensure()
-            train_on_ray(
-                training,
-                shards.paths,
-                out.path,
-                tokenizer_dir=tokenizer_dir,
-                mixture_dir=run.input("data_mixture").path,
-                workers=trainer.workers,
-                threads_per_worker=trainer.threads_per_worker,
-                strategy=trainer.strategy,
-                memory_limit_bytes=trainer.memory_limit_bytes,
-                device=device,
-                log=run.log,
-            )
-        else:
-            train(
-                training,
-                shards,
-                out.path,
-                tokenizer_dir=tokenizer_dir,
-                order=mixture,
-                device=device,
-                log=run.log,
-                memory_limit_bytes=trainer.memory_limit_bytes,
-            )
+        _train(run, training, trainer)
         result = TrainResult.load(out.path)
     curve = result.read_curve()
     fixed = {"experiment": run.experiment.name, "variant": run.instance.variant, "checkpoint_version": out.version}
@@ -84,6 +55,32 @@ def checkpoint(run: StageRun) -> StageResult:
         content_version=folder_digest(result.final_model, out.path / "final.sha256"),
         extra_metadata={"loss_curve": png_markdown(plot, "loss curve")},
     )
+
+
+def _train(run: StageRun, training, trainer) -> None:
+    """In the Dagster process or on Ray Train, resuming from the last checkpoint in the output folder."""
+    mixture_dir = run.input("data_mixture").path
+    mixture = ResolvedMixture.finished(mixture_dir)
+    if mixture is None:
+        raise MixtureMissingError(f"no resolved mixture for {run.instance.label}; materialize data_mixture first")
+    shards = packed_shards(run.outputs, run.instance.variant)
+    tokenizer_dir, device = resolve_model(run.experiment.tokenizer, weights=False), trainer.resolved_device()
+    common = {"tokenizer_dir": tokenizer_dir, "device": device, "log": run.log}
+    common["memory_limit_bytes"] = trainer.memory_limit_bytes
+    if trainer.launcher == "ray":
+        run.resources.ray_cluster.ensure(RayAsk.for_trainer(trainer))
+        train_on_ray(
+            training,
+            shards.paths,
+            run.output.path,
+            mixture_dir=mixture_dir,
+            workers=trainer.workers,
+            threads_per_worker=trainer.threads_per_worker,
+            strategy=trainer.strategy,
+            **common,
+        )
+    else:
+        train(training, shards, run.output.path, order=mixture, **common)
 
 
 def _catalog_row(result: TrainResult) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import numpy as np
 
 from assets.partitions import (
     SCALE,
@@ -275,6 +276,16 @@ def _cell(value: Any) -> str:
 
 
 def _metadata_value(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return dg.MetadataValue.json(value)
+    value = _python(value)
+    return dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
+
+
+def _python(value: Any) -> Any:
+    """Numpy scalars (from the engines' arithmetic) as Python ones, which Dagster's event log can store."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _python(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_python(v) for v in value]
     return value

@@ -9,9 +9,13 @@ import numpy as np
 import pyarrow as pa
 
 from assets.stage import StageResult, StageRun, markdown_table, png_markdown
+from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
+from tpt.corpus.build import load_manifest
+from tpt.generation.estimate import estimate
 from tpt.generation.shard_files import generate_shard_files, shard_ids
 from tpt.generation.shard_runner import SUCCESS, ShardSummary
+from tpt.generation.telemetry import EngineTelemetry
 from tpt.plots import histogram
 from tpt.stages import Instance, Read, Stage
 from tpt.versioning import versioned_fields
@@ -28,7 +32,7 @@ def thinking_trajectories(run: StageRun) -> StageResult:
     out, corpus, generator = run.output, run.input("corpus"), run.resources.generator
     pending = [s for s in run.shards if not (out.path / s / SUCCESS).exists()]
     if pending:
-        run.resources.ray_cluster.ensure()
+        run.resources.ray_cluster.ensure(RayAsk.for_generator(generator))
     summaries = generate_shard_files(
         corpus.path,
         run.shards,
@@ -54,9 +58,13 @@ def thinking_trajectories(run: StageRun) -> StageResult:
             "thinking length by source",
         ),
     }
+    figures = _figures(run.experiment, table, list(summaries.values()), gpus)
+    measured = next((s.telemetry for s in summaries.values() if s.telemetry is not None), None)
+    if measured is not None:  # the engines of this run, and what the whole corpus would cost at their rate
+        figures |= {"engine_telemetry": measured.as_dict()} | _projection(run, table, measured)
     return StageResult(
         reused=not pending,
-        figures=_figures(run.experiment, table, list(summaries.values()), gpus),
+        figures=figures,
         rows=rows,
         extra_metadata=extra,
         per_partition={
@@ -93,6 +101,20 @@ def _figures(experiment: Experiment, table: pa.Table, summaries: list[ShardSumma
     }
 
 
+def _projection(run: StageRun, table: pa.Table, measured: EngineTelemetry) -> dict:
+    corpus = run.input("corpus")
+    total = load_manifest(corpus.path, corpus.version).n_documents
+    try:
+        cost = estimate(table, measured.output_tokens_per_s_per_replica, total, run.resources.generator.placement())
+    except ValueError:  # nothing timed and successful in this run's shards
+        return {}
+    return {
+        "projected_corpus_output_tokens": cost.estimated_output_tokens,
+        "projected_corpus_wall_hours": cost.estimated_wall_hours,
+        "projected_corpus_gpu_hours": cost.estimated_gpu_hours,
+    }
+
+
 def _shard_row(s: ShardSummary, gpus: int) -> dict:
     return {
         "shard": s.shard,
@@ -122,7 +144,7 @@ def _lengths_by_source(table: pa.Table) -> dict[str, list[int]]:
 
 STAGE = Stage(
     name="thinking_trajectories",
-    revision=1,
+    revision=2,  # 2: per-request seeds on transformers, vLLM through ray.data.llm
     own=_own,
     reads=(Read("corpus"), Read("thinking_model")),
     partitioning="shards",

@@ -1,14 +1,18 @@
-"""Thinking generation: the bare engine vs our stage, on the same prompts, in one run; prints the tok/s ratio.
+"""Thinking generation at uneven, thinking-like lengths: the bare vLLM ceiling vs the stage, in one run.
 
-bare:  the engine as a user would call it without this project: ``model.generate`` over batches (transformers) or
-       one ``LLM.generate`` over all prompts (vLLM), in this process, no Dagster, no Ray. Timed from model load.
-stage: ``tpt.generation.shard_runner.generate_shards``: Ray Data actor pool, prompts built in the worker, per-request
-       seeds, atomic part files. Timed end to end (Ray actor start and model load included), as a user pays it.
-Both also report the rate with start-up excluded (bare: after load; stage: inside the worker, from the batch wall
-times the parts record), which is the rate a long shard converges to.
+Every request's output length is drawn once with a fixed seed from a log-normal (median ``--median`` tokens, sigma
+``--sigma``, capped at ``--cap``) and forced on every side (``ignore_eos`` and ``max_tokens`` per request), so all
+sides do exactly the same work.
 
-    python benchmarks/bench_generation.py --engine transformers --documents 48
-    python benchmarks/bench_generation.py --engine vllm --documents 48 --batch-size 48
+(a) ceiling: one ``LLM.generate`` over all requests, the engine's own continuous batching, in this process.
+(c) synchronous batches: the same engine, one ``generate`` per batch of ``--batch-size``, each waiting for its
+    longest request (what the stage did before it used ray.data.llm), for the record.
+(b) stage: ``generate_shards`` as a user runs it (Ray, ray.data.llm's async replica, prompts built in the workers,
+    part files written, request index), at the experiment's batch size and ``max_concurrent_batches``.
+Rates "while generating" exclude engine start: (a), (c) from the generate calls; (b) from the engine's own request
+timestamps (the stage's telemetry). End to end (b) includes Ray, engine start and writes.
+
+    python benchmarks/bench_generation.py --requests 64 --median 48 --cap 256 --max-num-seqs 16
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from __future__ import annotations
 import argparse
 import gc
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from pipelines.experiments import experiment_path
@@ -28,143 +32,110 @@ from tpt.config import GenerationConfig, load_experiment
 from tpt.corpus.build import build_corpus, read_shard
 from tpt.devices import vllm_device_args
 from tpt.generation.engines import EngineSpec, request_seed
-from tpt.generation.estimate import worker_rate
 from tpt.generation.prompt import build_prompt
-from tpt.generation.shard_runner import WorkerPlacement, generate_shards
+from tpt.generation.shard_runner import FORCED, WorkerPlacement, generate_shards
 from tpt.models import resolve_model
 
 
-def documents(n: int) -> pa.Table:
+def requests(n: int, median: int, sigma: float, cap: int, seed: int) -> pa.Table:
     experiment = load_experiment(experiment_path("embedded"))
     out = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     manifest, _ = build_corpus(experiment.corpus, out, "bench")
-    return pa.concat_tables([read_shard(out, s) for s in manifest.shard_names]).slice(0, n)
+    docs = pa.concat_tables([read_shard(out, s) for s in manifest.shard_names]).slice(0, n)
+    lengths = np.minimum(np.random.default_rng(seed).lognormal(np.log(median), sigma, docs.num_rows), cap)
+    return docs.select(["doc_id", "source", "text"]).append_column(FORCED, pa.array(lengths.astype(int) + 1))
 
 
-def bare_transformers(model_dir: Path, table: pa.Table, g: GenerationConfig, threads: int) -> tuple[int, float, float]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    started = time.perf_counter()
-    torch.set_num_threads(threads)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    texts, ids = table["text"].to_pylist(), table["doc_id"].to_pylist()
-    prompts = [build_prompt(t, tokenizer, g.prompt, g.max_document_tokens).text for t in texts]
-    loaded, out_tokens, s = time.perf_counter(), 0, g.sampling
-    for i in range(0, len(prompts), g.batch_size):
-        enc = tokenizer(prompts[i : i + g.batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        # The stage's seeding, so both sample the very same tokens and do the very same work.
-        torch.manual_seed(hash(tuple(request_seed(s.seed, d) for d in ids[i : i + g.batch_size])) & 0xFFFFFFFF)
-        with torch.inference_mode():
-            out = model.generate(
-                **enc,
-                do_sample=True,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                max_new_tokens=s.max_thinking_tokens,
-                stop_strings=list(s.stop),
-                tokenizer=tokenizer,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new = out[:, enc["input_ids"].shape[1] :]
-        out_tokens += int((new != tokenizer.pad_token_id).sum() + (new == tokenizer.pad_token_id).any(dim=1).sum())
-    end = time.perf_counter()
-    return out_tokens, end - started, end - loaded
-
-
-def bare_vllm(model_dir: Path, table: pa.Table, g: GenerationConfig) -> tuple[int, float, float]:
+def bare(model_dir: Path, table: pa.Table, g: GenerationConfig, max_num_seqs: int, batch: int) -> dict:
     from vllm import LLM, SamplingParams
 
     started = time.perf_counter()
-    llm = LLM(model=str(model_dir), **vllm_device_args(on_gpu=False))  # the settings vLLM needs on a CPU
+    llm = LLM(model=str(model_dir), max_num_seqs=max_num_seqs, **vllm_device_args(on_gpu=False))
+    loaded = time.perf_counter()
     tokenizer = llm.get_tokenizer()
     prompts = [build_prompt(t, tokenizer, g.prompt, g.max_document_tokens).text for t in table["text"].to_pylist()]
     s = g.sampling
-    params = [  # the stage's per-document seeds, so both sample the same tokens
+    params = [
         SamplingParams(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_thinking_tokens,
-            stop=list(s.stop),
-            seed=request_seed(s.seed, d),
+            temperature=s.temperature, top_p=s.top_p, max_tokens=n, ignore_eos=True, seed=request_seed(s.seed, d)
         )
-        for d in table["doc_id"].to_pylist()
+        for d, n in zip(table["doc_id"].to_pylist(), table[FORCED].to_pylist(), strict=True)
     ]
-    loaded = time.perf_counter()
+    t0 = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
-    end = time.perf_counter()
+    ceiling_s = time.perf_counter() - t0
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    t0 = time.perf_counter()
+    sync_tokens = 0
+    for i in range(0, len(prompts), batch):
+        outs = llm.generate(prompts[i : i + batch], params[i : i + batch], use_tqdm=False)
+        sync_tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+    sync_s = time.perf_counter() - t0
     del llm
     gc.collect()
-    return sum(len(o.outputs[0].token_ids) for o in outs), end - started, end - loaded
+    return {
+        "start_s": loaded - started,
+        "tokens": tokens,
+        "ceiling_s": ceiling_s,
+        "sync_tokens": sync_tokens,
+        "sync_s": sync_s,
+    }
 
 
-def stage(model_dir: Path, table: pa.Table, g: GenerationConfig, engine: str, threads: int) -> tuple[int, float, float]:
+def stage(model_dir: Path, table: pa.Table, g: GenerationConfig, max_num_seqs: int, cpus: int) -> dict:
     import ray
 
-    ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     out = Path(tempfile.mkdtemp(prefix="bench-shard-"))
-    spec = EngineSpec(engine, str(model_dir), torch_threads=threads)
+    spec = EngineSpec("vllm", str(model_dir), max_num_seqs=max_num_seqs)
     started = time.perf_counter()
-    placement = WorkerPlacement(cpus_per_worker=threads)  # what the generator resource reserves on CPU
-    summary = generate_shards({"shard-00000": table}, out, spec, g, placement, lambda line: None)
+    summary = generate_shards({"shard-00000": table}, out, spec, g, WorkerPlacement(cpus_per_worker=1), lambda _: None)
     wall = time.perf_counter() - started
-    print("CPU seconds by process during the stage:", ray_cpu_seconds(), flush=True)
     ray.shutdown()
-    tokens = summary["shard-00000"].output_tokens
-    inside = tokens / worker_rate(out / "shard-00000")
     shutil.rmtree(out)
-    return tokens, wall, inside
-
-
-def ray_cpu_seconds() -> dict[str, float]:
-    """CPU time of the Ray processes (all started by this stage's ``ray.init``): where the 2 cores went."""
-    import psutil
-
-    seconds: dict[str, float] = {}
-    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if "ray" not in cmdline or proc.info["cpu_times"] is None:
-            continue
-        name = cmdline.split()[0].rsplit("/", 1)[-1][:40]
-        seconds[name] = seconds.get(name, 0.0) + proc.info["cpu_times"].user + proc.info["cpu_times"].system
-    return {k: round(v, 1) for k, v in sorted(seconds.items(), key=lambda kv: -kv[1])}
+    s = summary["shard-00000"]
+    return {"tokens": s.output_tokens, "wall_s": wall, "telemetry": s.telemetry}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
-    parser.add_argument("--documents", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--median", type=int, default=48)
+    parser.add_argument("--sigma", type=float, default=0.8)
+    parser.add_argument("--cap", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the embedded experiment's (8)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="bare and stage alternate; medians are reported")
+    parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
     g = load_experiment(experiment_path("embedded")).generation
-    g = g.model_copy(update={"engine": args.engine, "batch_size": args.batch_size or g.batch_size})
+    g = g.model_copy(update={"engine": "vllm", "batch_size": args.batch_size or g.batch_size})
     model_dir = resolve_model(g.model)
-    table = documents(args.documents)
-    runs: dict[str, list[tuple[int, float, float]]] = {"bare": [], "stage": []}
-    for _ in range(args.repeats):  # alternating, so a slow spell of a shared machine hits both sides alike
-        if args.engine == "vllm":
-            runs["bare"].append(bare_vllm(model_dir, table, g))
-        else:
-            runs["bare"].append(bare_transformers(model_dir, table, g, args.threads))
-        runs["stage"].append(stage(model_dir, table, g, args.engine, args.threads))
+    table = requests(args.requests, args.median, args.sigma, args.cap, args.seed)
+    lengths = np.array(table[FORCED].to_pylist())
     print(
-        f"engine {args.engine}, documents {table.num_rows}, batch {g.batch_size}, "
-        f"max_new_tokens {g.sampling.max_thinking_tokens}, threads {args.threads}, repeats {args.repeats}"
+        f"{table.num_rows} requests, forced lengths median {np.median(lengths):.0f} "
+        f"p90 {np.percentile(lengths, 90):.0f} "
+        f"max {lengths.max()} (log-normal, sigma {args.sigma}, cap {args.cap}, seed {args.seed}); "
+        f"max_num_seqs {args.max_num_seqs}; stage batch {g.batch_size} x {g.max_concurrent_batches} in flight"
     )
-    rates = {}
-    for name, results in runs.items():
-        for tokens, total, gen in results:
-            print(
-                f"{name:5}: {tokens} output tokens; end to end {total:.1f}s = {tokens / total:.1f} tok/s; "
-                f"generation only {gen:.1f}s = {tokens / gen:.1f} tok/s"
-            )
-        rates[name] = (statistics.median(t / a for t, a, _ in results), statistics.median(t / b for t, _, b in results))
-    print(f"median ratio stage/bare, end to end: {rates['stage'][0] / rates['bare'][0]:.3f}")
-    print(f"median ratio stage/bare, generation only: {rates['stage'][1] / rates['bare'][1]:.3f}")
+    a = bare(model_dir, table, g, args.max_num_seqs, g.batch_size)
+    b = stage(model_dir, table, g, args.max_num_seqs, args.cpus)
+    t = b["telemetry"]
+    ceiling = a["tokens"] / a["ceiling_s"]
+    sync = a["sync_tokens"] / a["sync_s"]
+    print(f"(a) ceiling, one generate: {a['tokens']} tok in {a['ceiling_s']:.1f}s = {ceiling:.1f} tok/s")
+    print(f"    engine start {a['start_s']:.0f}s")
+    print(f"(c) synchronous batches of {g.batch_size}: {a['sync_tokens']} tok in {a['sync_s']:.1f}s = {sync:.1f} tok/s")
+    print(
+        f"(b) stage: {b['tokens']} tok; while generating {t.generating_s:.1f}s = {t.output_tokens_per_s:.1f} tok/s, "
+        f"mean running {t.mean_running_per_replica} (peak {t.peak_running_per_replica}) of {args.max_num_seqs}, "
+        f"waiting {t.mean_waiting_per_replica}; end to end {b['wall_s']:.1f}s = {b['tokens'] / b['wall_s']:.1f} tok/s"
+    )
+    print(f"ratio (b)/(a) while generating: {t.output_tokens_per_s / ceiling:.3f}")
+    print(f"ratio (c)/(a): {sync / ceiling:.3f}")
+    with_start = a["tokens"] / (a["ceiling_s"] + a["start_s"])
+    print(f"ratio (b) end to end / (a) with its engine start: {b['tokens'] / b['wall_s'] / with_start:.3f}")
 
 
 if __name__ == "__main__":

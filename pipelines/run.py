@@ -1,5 +1,6 @@
 """Materialize an experiment end to end from one command: the corpus first (it registers the shard partitions),
-then the data stages up to the token shards over all shards in one run (so an engine starts once), then one training
+the generation cost estimate (so a full run leaves no stage never materialized), then the data stages up to the
+token shards over all shards in one run (so an engine starts once), then one training
 run per scale of the experiment matrix, one run per (scale, benchmark) cell, and the report. Runs are recorded in the
 Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other.
 
@@ -55,7 +56,7 @@ def run_experiment(
 
     if not run("corpus"):
         return results
-    run("generation_estimate")
+    run("generation_estimate")  # its sample lands in the request cache: the data run copies it, not regenerates it
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
     if not run("data", tags=partition_range_tags(shards[0], shards[-1])):
         return results

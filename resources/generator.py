@@ -31,6 +31,9 @@ class ThinkingGenerator(dg.ConfigurableResource):
     torch_threads: int | None = operational(
         None, gt=0, description="speed only: threads per transformers engine (default: this machine's cores / workers)"
     )
+    max_num_seqs: int | None = operational(
+        None, gt=0, description="speed only: vLLM sequences one replica runs at once (default: vLLM's for the device)"
+    )
     max_model_len: int | None = Field(
         None, gt=0, description="versioned: vLLM context length cap (longer prompts fail and are recorded as errors)"
     )
@@ -57,6 +60,7 @@ class ThinkingGenerator(dg.ConfigurableResource):
             max_model_len=self.max_model_len,
             enforce_eager=self.enforce_eager,
             memory_fraction=self.memory_fraction,
+            max_num_seqs=self.max_num_seqs,
         )
 
     def _threads(self) -> int:

@@ -20,7 +20,7 @@ def resources_at(root: Path, **overrides: Any) -> dict[str, Any]:
         default_resources()
         | {
             "storage": ArtifactStorage(root=str(root / "art")),
-            "catalog": DuckDBCatalog(path=str(root / "catalog.duckdb")),
+            "catalog": DuckDBCatalog(path=str(root / "catalog")),
         }
         | overrides
     )

@@ -169,12 +169,15 @@ class SamplingConfig(Strict):
 
 
 class GenerationConfig(Strict):
-    engine: Literal["transformers", "vllm"] = "transformers"
+    engine: Literal["transformers", "vllm", "standin"] = "transformers"  # standin: tests and rehearsals only
     model: ModelSource
     prompt: PromptConfig
     sampling: SamplingConfig = SamplingConfig()
     max_document_tokens: int = Field(2048, gt=0, description="documents are cut to this many tokens before prompting")
-    batch_size: int = operational(8, gt=0)
+    batch_size: int = operational(8, gt=0, description="rows per Ray Data batch: one part file, one unit of resume")
+    max_concurrent_batches: int = operational(
+        8, gt=0, description="vLLM: batches in flight per engine replica, so it stays full while a batch drains"
+    )
     tensor_parallel_size: int = operational(1, gt=0)
     estimate_sample_documents: int = operational(16, gt=0, description="documents the cost estimate generates")
 

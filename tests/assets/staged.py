@@ -79,7 +79,7 @@ class Staged:
     def copy(self, target: Path) -> Staged:
         """Artifacts and catalog copied, so a test corrupts its own; the instance (with the shards) is shared."""
         shutil.copytree(self.root, target / "artifacts")
-        shutil.copy(self.catalog_path, target / "catalog.duckdb")
+        shutil.copytree(self.catalog_path, target / "catalog.duckdb")  # the catalog is a folder of Parquet tables
         return replace(self, root=target / "artifacts", catalog_path=target / "catalog.duckdb")
 
     def definitions(self, *jobs: dg.JobDefinition | AssetJob) -> dg.Definitions:

@@ -51,7 +51,7 @@ def test_contamination_above_threshold_fails_the_blocking_check(embedded, tmp_pa
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.description.startswith("2 of 8 documents dropped as contaminated")
     assert evaluation.metadata["by_benchmark"].value == {"gsm8k": 2}
-    rows = Catalog(tmp_path / "catalog.duckdb").query("SELECT benchmark, item FROM contamination ORDER BY item")
+    rows = Catalog(tmp_path / "catalog").query("SELECT benchmark, item FROM contamination ORDER BY item")
     assert rows == [{"benchmark": "gsm8k", "item": 0}, {"benchmark": "gsm8k", "item": 1}]
 
 

@@ -97,6 +97,15 @@ def _metadata(results: list[dg.ExecuteInProcessResult], name: str) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+def _summed(results: list[dg.ExecuteInProcessResult], name: str, key: str) -> int:
+    """A per-shard figure added over the shard partitions of the run that materialized them (each partition's
+    materialization carries its own shard's figures)."""
+    [run] = [r for r in results if any(e.asset_key.path[-1] == name for e in r.get_asset_materialization_events())]
+    events = [e for e in run.get_asset_materialization_events() if e.asset_key.path[-1] == name]
+    assert len({e.partition for e in events}) == len(events) > 1
+    return sum(e.materialization.metadata[key].value for e in events)
+
+
 def test_every_asset_and_check_succeeds(run):
     experiment, _, first, _ = run
     benchmarks = list(experiment.evaluation.benchmarks)
@@ -125,10 +134,10 @@ def test_document_counts_agree_across_stages(run):
     _, _, first, _ = run
     corpus = _metadata(first, "corpus")
     assert corpus["documents"] == 8 and corpus["shards"] == 2
-    assert _metadata(first, "thinking_trajectories")["documents"] == 8
-    assert _metadata(first, "augmented_documents")["documents"] == 8
+    assert _summed(first, "thinking_trajectories", "documents") == 8
+    assert _summed(first, "augmented_documents", "documents") == 8
     for variant in ("vanilla", "tpt"):
-        assert _metadata(first, f"token_shards_{variant}")["documents"] == 8
+        assert _summed(first, f"token_shards_{variant}", "documents") == 8
 
 
 def test_token_counts_agree_across_stages(run, smollm2_dir):
@@ -139,12 +148,12 @@ def test_token_counts_agree_across_stages(run, smollm2_dir):
         "SELECT sum(output_tokens) AS out, count(*) AS docs FROM trajectories WHERE thinking_trajectories_version = ?",
         [plan.of("thinking_trajectories").version],
     )
-    assert (row["out"], row["docs"]) == (_metadata(first, "thinking_trajectories")["output_tokens"], 8)
+    assert (row["out"], row["docs"]) == (_summed(first, "thinking_trajectories", "output_tokens"), 8)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
     for variant, stage in (("vanilla", plan.of("corpus")), ("tpt", plan.of("augmented_documents"))):
         texts = [t for p in sorted(stage.path.glob("shard-*.parquet")) for t in pq.read_table(p)["text"].to_pylist()]
         expected = sum(len(tokenizer(t, split_special_tokens=True)["input_ids"]) + 1 for t in texts)  # + EOS
-        assert _metadata(first, f"token_shards_{variant}")["real_tokens"] == expected
+        assert _summed(first, f"token_shards_{variant}", "real_tokens") == expected
         [packed] = catalog.query(
             "SELECT sum(real_tokens) AS n FROM token_shards WHERE token_shards_version = ?",
             [plan.of("token_shards", variant).version],
@@ -156,8 +165,8 @@ def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):
     experiment, root, first, _ = run
     trajectories = _metadata(first, "thinking_trajectories")
     assert trajectories["output_tokens"] > 0 and trajectories["engine"].startswith("transformers-")
-    vanilla, tpt = (_metadata(first, f"token_shards_{v}") for v in ("vanilla", "tpt"))
-    assert tpt["real_tokens"] > vanilla["real_tokens"]
+    vanilla, tpt = (_summed(first, f"token_shards_{v}", "real_tokens") for v in ("vanilla", "tpt"))
+    assert tpt > vanilla
     ckpts = {
         (v, e.partition): {k: m.value for k, m in e.materialization.metadata.items()}
         for e in _events(first)

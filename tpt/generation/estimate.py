@@ -1,9 +1,9 @@
 """What a full generation will cost, from a sample run through the real stage, before anyone spends it.
 
-The rate is taken inside the workers (batch wall times recorded in the part files), so engine start-up does not
-distort it; the output length per document comes from the sample. Both scale linearly: tokens with documents, hours
-with tokens over (rate x workers). The estimate is as good as the sample is like the corpus and the sample's
-hardware is like the run's, so it is meant to be run where the generation will run.
+The rate is the engines' own while generating (the run's telemetry, from the timestamps of every request), so engine
+start-up does not distort it; the output length per document comes from the sample. Both scale linearly: tokens
+with documents, hours with tokens over (rate x workers). The estimate is as good as the sample is like the corpus
+and the sample's hardware is like the run's, so it is meant to be run where the generation will run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tpt.generation.shard_runner import WorkerPlacement
+from tpt.atomic import read_json
+from tpt.generation.shard_runner import SUCCESS, WorkerPlacement
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,17 @@ def _read_rows(path: Path, rows: np.ndarray) -> pa.Table:
 
 
 def worker_rate(sample_dir: Path) -> float:
-    """Output tokens per second inside one worker: each part is one batch and records that batch's wall time."""
+    """Output tokens per second of one engine replica while generating: the shard's engine telemetry where its run
+    recorded one, else from the parts' own timings (each part one batch; cache hits were not timed here)."""
+    marker = sample_dir / SUCCESS
+    telemetry = read_json(marker).get("telemetry") if marker.exists() else None
+    if telemetry:
+        return float(telemetry["output_tokens_per_s_per_replica"])
     tokens = seconds = 0.0
     for part in sorted(sample_dir.glob("part-*.parquet")):
         table = pq.read_table(part, columns=["output_tokens", "batch_wall_s", "from_cache", "finish_reason"])
         if table.num_rows == 0 or any(table["from_cache"].to_pylist()):
-            continue  # cache hits were not timed here
+            continue
         tokens += sum(table["output_tokens"].to_pylist())
         seconds += table["batch_wall_s"][0].as_py()
     return tokens / seconds if seconds else 0.0

@@ -29,10 +29,12 @@ import pyarrow.parquet as pq
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import GenerationConfig
 from tpt.generation.engines import EngineSpec, engine_version
-from tpt.generation.requests import request_keys
+from tpt.generation.requests import index_root, record_part, request_keys
 from tpt.generation.shard_runner import (
     SUCCESS,
+    TIMES,
     EngineFailedError,
+    ModelNotFoundError,
     PlacementError,
     ShardSummary,
     WorkerPlacement,
@@ -43,10 +45,14 @@ from tpt.generation.shard_runner import (
     configure_data_context,
     summarize,
     thinking_stage,
+    trajectory_batch,
 )
+from tpt.generation.telemetry import measure
 
 SUMMARY_COLUMNS = ["finish_reason", "prompt_tokens", "output_tokens"]
-RETURNED = ["shard", "output_tokens", "finish_reason"]  # all the driver sees of a generated document
+# All the driver sees of a generated document: its shard, part file and request key (for the request index), its
+# finish reason, length and timestamps (for progress and the engine telemetry). No text.
+RETURNED = ["shard", "part", "request_key", "finish_reason", "output_tokens", *TIMES]
 
 
 def shard_ids(shard_dir: Path, columns: Sequence[str] = ("doc_id",)) -> pa.Table | None:
@@ -74,7 +80,9 @@ def generate_shard_files(
     """Thinking for every document of ``corpus_dir/<shard>.parquet`` (columns doc_id, source, text), written under
     ``out_dir/<shard>`` by the workers; the same summaries as ``generate_shards``."""
     started = time.perf_counter()
-    finished = {s: ShardSummary(**read_json(out_dir / s / SUCCESS)) for s in shards if (out_dir / s / SUCCESS).exists()}
+    finished = {
+        s: ShardSummary.from_dict(read_json(out_dir / s / SUCCESS)) for s in shards if (out_dir / s / SUCCESS).exists()
+    }
     before, hits, todo, sizes = {}, Counter(), {}, {}
     version = engine_version(spec.engine)
     for shard in (s for s in shards if s not in finished):  # one shard's ids at a time
@@ -99,21 +107,29 @@ def generate_shard_files(
     )
     generated: Counter = Counter()
     out_tokens = 0
+    written: list[pa.Table] = []  # this run's rows, timestamps only: the telemetry's input
+    index = index_root(out_dir, cache_root)
     pending = [s for s, n in todo.items() if n]
     if pending:
         from tpt.progress import Progress
 
+        if spec.model.startswith(("/", ".")) and not Path(spec.model).exists():
+            raise ModelNotFoundError(f"the thinking model folder {spec.model} does not exist")
         progress = Progress("thinking", total, log, unit="output tok", interval_s=progress_interval_s)
         progress.done = done_already
         try:
             for batch in _run_on_files(corpus_dir, pending, out_dir, spec, generation, placement):
-                for shard, n in Counter(batch["shard"].to_pylist()).items():
-                    generated[shard] += n
+                written.append(batch.select(["finish_reason", "output_tokens", *TIMES]))
+                for part in pc.unique(batch["part"]).to_pylist():
+                    rows = batch.filter(pc.equal(batch["part"], part))
+                    if index is not None:  # the driver indexes what the workers wrote: keys, not text
+                        record_part(index, Path(part), rows)
+                    generated[rows["shard"][0].as_py()] += rows.num_rows
                 n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
                 out_tokens += n_out
                 errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
                 progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
-        except PlacementError:
+        except (PlacementError, ModelNotFoundError):
             raise
         except Exception as exc:  # Ray wraps worker failures in many types; all end the run the same way
             raise EngineFailedError(
@@ -122,10 +138,15 @@ def generate_shard_files(
             ) from exc
     wall = time.perf_counter() - started
     rate = out_tokens / wall if out_tokens else 0.0
+    telemetry = (
+        measure(pa.concat_tables(written), placement.workers, wall, placement.gpus_per_worker, spec.max_num_seqs)
+        if written
+        else None
+    )
     summaries = dict(finished)
     for shard in before:
         table = shard_ids(out_dir / shard, SUMMARY_COLUMNS)
-        summary = summarize(shard, table, generated[shard], before[shard], hits[shard], wall, rate)
+        summary = summarize(shard, table, generated[shard], before[shard], hits[shard], wall, rate, telemetry)
         if summary.documents >= sizes[shard]:
             write_json(out_dir / shard / SUCCESS, summary.as_dict())
         summaries[shard] = summary
@@ -160,7 +181,7 @@ def _run_on_files(
     )
     written = thinking_stage(pending, spec, generation, placement).map_batches(
         _write_parts,
-        fn_kwargs={"out_dir": str(out_dir)},
+        fn_kwargs={"out_dir": str(out_dir), "spec": spec, "generation": generation},
         batch_format="pyarrow",
         batch_size=None,
         num_cpus=0.25,
@@ -191,14 +212,20 @@ def _pending_rows(batch: pa.Table, out_dir: str, generation: GenerationConfig, e
     return batch.append_column("request_key", pa.array(keys, pa.string()))
 
 
-def _write_parts(batch: pa.Table, out_dir: str) -> pa.Table:
-    """Write a generated batch as one part per shard (atomic, named by its ids); return what the driver counts."""
+def _write_parts(batch: pa.Table, out_dir: str, spec: EngineSpec, generation: GenerationConfig) -> pa.Table:
+    """Write a generated batch as one part per shard (atomic, named by its ids, so a retried batch rewrites the
+    same file); return what the driver counts."""
+    batch = trajectory_batch(batch, spec, generation)
+    returned = []
+    for shard, part in _split_by_shard(batch):
+        path = Path(out_dir) / shard / f"part-{_part_name(part)}.parquet"
+        write_parquet(path, part)
+        returned.append(part.append_column("part", pa.array([str(path)] * part.num_rows, pa.string())))
+    return pa.concat_tables(returned).select(RETURNED) if returned else _empty_returned()
+
+
+def _empty_returned() -> pa.Table:
     from tpt.generation.worker import OUTPUT_SCHEMA
 
-    for field in OUTPUT_SCHEMA:  # Ray Data leaves out a column that is null in every row of a block
-        if field.name not in batch.column_names:
-            batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
-    batch = batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
-    for shard, part in _split_by_shard(batch):
-        write_parquet(Path(out_dir) / shard / f"part-{_part_name(part)}.parquet", part)
-    return batch.select(RETURNED)
+    schema = pa.schema([OUTPUT_SCHEMA.field(c) if c != "part" else pa.field("part", pa.string()) for c in RETURNED])
+    return schema.empty_table()

@@ -4,10 +4,18 @@
 2. Every batch that comes back from the pool is written at once, atomically, as its own parquet part in its shard's
    folder; a restarted run leaves out the documents found in parts, so a killed run loses at most the batches in
    flight and nothing is generated twice.
-3. Before generating, each document's request key is looked up among all finished trajectories under the artifact
-   root (any stage version, any experiment); hits are copied, not regenerated.
+3. Before generating, each document's request key is looked up in the request index of the artifact root (any
+   stage version, any experiment); hits are copied, not regenerated.
 
-One actor pool serves all shards of a run, so the engine starts once however many shards a run covers.
+One actor pool serves all shards of a run, so the engine starts once however many shards a run covers. On vLLM the
+pool is ray.data.llm's processor (async replicas kept full across batches, see ``vllm_processor``); on transformers
+(and the stand-in) it is ``map_batches`` over ``ThinkingWorker`` actors.
+
+Failures: a document the engine refuses is an error row (counted, never retried); an engine or actor that dies is
+Ray's to restart (actors ``max_restarts=-1``, each batch retried ``BATCH_RETRIES`` times on a new actor), and a run
+that still fails raises ``EngineFailedError``, which is retriable (a hardware fault, not bad input): Dagster's retry
+resumes after the finished parts. ``max_errored_blocks`` stays 0, so a run never ends with documents silently left
+out. The driver drops a row it has already written, so a retried batch cannot write a document twice.
 """
 
 from __future__ import annotations
@@ -26,16 +34,25 @@ import pyarrow.parquet as pq
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import GenerationConfig
 from tpt.errors import InputError
+from tpt.generation import vllm_processor
 from tpt.generation.engines import EngineSpec, engine_version
-from tpt.generation.requests import cached_rows, request_keys
+from tpt.generation.requests import cached_rows, index_root, record_part, request_keys
+from tpt.generation.telemetry import EngineTelemetry, measure
 from tpt.generation.worker import OUTPUT_SCHEMA, ThinkingWorker
 from tpt.progress import Progress
 
 SUCCESS = "_SUCCESS.json"
+TIMES = ("queued_at", "started_at", "finished_at")
+FORCED = "forced_tokens"  # benchmarks only: a document column that makes vLLM generate exactly that many tokens
+BATCH_RETRIES = 3  # per batch, on a fresh actor, when its actor died: an engine that dies that often is broken
 
 
-class EngineFailedError(InputError, RuntimeError):
-    """The engine workers failed for good (could not start, or died past Ray's retries); finished batches are kept."""
+class EngineFailedError(RuntimeError):
+    """The engine workers failed (died past Ray's retries, or could not start): retriable, finished batches kept."""
+
+
+class ModelNotFoundError(InputError, FileNotFoundError):
+    """The thinking model is a local folder that does not exist: bad input, not worth a retry."""
 
 
 class PlacementError(InputError, RuntimeError):
@@ -64,9 +81,15 @@ class ShardSummary:
     finish_reasons: dict[str, int]
     wall_s: float  # this run's wall time for the whole pool (shards of one run share it)
     output_tokens_per_s: float  # over this run's generated documents only
+    telemetry: EngineTelemetry | None = None  # the engines of this run (shards of one run share it)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ShardSummary:
+        telemetry = data.get("telemetry")
+        return cls(**data | {"telemetry": EngineTelemetry(**telemetry) if telemetry else None})
 
 
 def read_trajectories(shard_dir: Path) -> pa.Table | None:
@@ -89,10 +112,13 @@ def generate_shards(
 ) -> dict[str, ShardSummary]:
     """Thinking for every document of every shard (columns doc_id, source, text), written under ``out_dir/<shard>``."""
     started = time.perf_counter()
-    finished = {s: ShardSummary(**read_json(out_dir / s / SUCCESS)) for s in shards if (out_dir / s / SUCCESS).exists()}
+    finished = {
+        s: ShardSummary.from_dict(read_json(out_dir / s / SUCCESS)) for s in shards if (out_dir / s / SUCCESS).exists()
+    }
     before = {s: _done_ids(out_dir / s) for s in shards if s not in finished}
     todo = _pending(shards, before, generation, spec)
     hits: Counter = Counter()
+    index = index_root(out_dir, cache_root)
     if cache_root is not None and todo.num_rows:
         hits, hit_keys = _copy_cache_hits(todo, out_dir, cache_root)
         todo = todo.filter(pc.invert(pc.is_in(todo["request_key"], pa.array(sorted(hit_keys), pa.string()))))
@@ -104,19 +130,30 @@ def generate_shards(
     )
     generated: Counter = Counter()
     out_tokens = 0
+    written: list[pa.Table] = []  # this run's rows, timestamps only: the telemetry's input
     if todo.num_rows:
+        if spec.model.startswith(("/", ".")) and not Path(spec.model).exists():
+            raise ModelNotFoundError(f"the thinking model folder {spec.model} does not exist")
         progress = Progress("thinking", total, log, unit="output tok", interval_s=progress_interval_s)
         progress.done = done_already
+        seen: set[str] = set()
         try:
             for batch in _run_actor_pool(todo, spec, generation, placement):
+                fresh = [k not in seen for k in batch["request_key"].to_pylist()]
+                batch = batch.filter(pa.array(fresh))  # a batch retried after its actor died comes back again
+                seen.update(batch["request_key"].to_pylist())
+                written.append(batch.select(["finish_reason", "output_tokens", *TIMES]))
                 for shard, part in _split_by_shard(batch):
-                    write_parquet(out_dir / shard / f"part-{_part_name(part)}.parquet", part)
+                    path = out_dir / shard / f"part-{_part_name(part)}.parquet"
+                    write_parquet(path, part)
+                    if index is not None:
+                        record_part(index, path, part)
                     generated[shard] += part.num_rows
                 n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
                 out_tokens += n_out
                 errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
                 progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
-        except PlacementError:
+        except (PlacementError, ModelNotFoundError):
             raise
         except Exception as exc:  # Ray wraps worker failures in many types; all end the run the same way
             raise EngineFailedError(
@@ -125,10 +162,15 @@ def generate_shards(
             ) from exc
     wall = time.perf_counter() - started
     rate = out_tokens / wall if out_tokens else 0.0
+    telemetry = (
+        measure(pa.concat_tables(written), placement.workers, wall, placement.gpus_per_worker, spec.max_num_seqs)
+        if written
+        else None
+    )
     summaries = dict(finished)
     for shard in before:
         table = read_trajectories(out_dir / shard)
-        summary = summarize(shard, table, generated[shard], len(before[shard]), hits[shard], wall, rate)
+        summary = summarize(shard, table, generated[shard], len(before[shard]), hits[shard], wall, rate, telemetry)
         if summary.documents >= shards[shard].num_rows:
             write_json(out_dir / shard / SUCCESS, summary.as_dict())
         summaries[shard] = summary
@@ -136,7 +178,14 @@ def generate_shards(
 
 
 def summarize(
-    shard: str, table: pa.Table | None, generated: int, before: int, hits: int, wall: float, rate: float
+    shard: str,
+    table: pa.Table | None,
+    generated: int,
+    before: int,
+    hits: int,
+    wall: float,
+    rate: float,
+    telemetry: EngineTelemetry | None = None,
 ) -> ShardSummary:
     reasons = Counter(table.column("finish_reason").to_pylist()) if table is not None else Counter()
     return ShardSummary(
@@ -151,6 +200,7 @@ def summarize(
         finish_reasons=dict(reasons),
         wall_s=round(wall, 3),
         output_tokens_per_s=round(rate, 3) if generated else 0.0,
+        telemetry=telemetry if generated else None,
     )
 
 
@@ -167,7 +217,9 @@ def _pending(
     """Documents still to do, with their shard and request key, in shard order."""
     tables = []
     for shard, done in before.items():
-        docs = shards[shard].select(["doc_id", "source", "text"])
+        docs = shards[shard].select(
+            ["doc_id", "source", "text", *([FORCED] if FORCED in shards[shard].column_names else [])]
+        )
         docs = docs.filter(pc.invert(pc.is_in(docs["doc_id"], pa.array(sorted(done), pa.string()))))
         keys = request_keys(docs["doc_id"].to_pylist(), generation, engine_version(spec.engine))
         tables.append(
@@ -218,7 +270,7 @@ def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConf
     blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
     dataset = thinking_stage(ray.data.from_arrow(blocks), spec, generation, placement)
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        yield batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+        yield trajectory_batch(batch, spec, generation)
 
 
 def configure_data_context(placement: WorkerPlacement) -> None:
@@ -230,12 +282,20 @@ def configure_data_context(placement: WorkerPlacement) -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.memory_usage_poll_interval_s = None  # a USS probe per second per actor costs a 2-core machine ~2% of generation
+    ctx.max_errored_blocks = 0  # a block that fails past its retries fails the run: no document silently left out
 
 
 def thinking_stage(source, spec: EngineSpec, generation: GenerationConfig, placement: WorkerPlacement):
-    """``source`` (a Ray Dataset of doc_id, source, text, shard, request_key) through the engine actor pool."""
+    """``source`` (a Ray Dataset of doc_id, source, text, shard, request_key) through the engine pool: ray.data.llm's
+    processor on vLLM, else ``ThinkingWorker`` actors; its batches go through ``trajectory_batch``."""
     from ray.data import ActorPoolStrategy
 
+    if spec.engine == "vllm":
+        processor = vllm_processor.build(
+            spec, generation, placement.workers, placement.cpus_per_worker, placement.gpus_per_worker
+        )
+        processor.get_stage_by_name("vLLMEngineStage").map_batches_kwargs["max_task_retries"] = BATCH_RETRIES
+        return processor(source)
     return source.map_batches(
         ThinkingWorker,
         fn_constructor_kwargs={"spec": spec, "generation": generation},
@@ -244,7 +304,19 @@ def thinking_stage(source, spec: EngineSpec, generation: GenerationConfig, place
         compute=ActorPoolStrategy(size=placement.workers),
         num_cpus=placement.cpus_per_worker,
         num_gpus=placement.gpus_per_worker or None,
+        max_restarts=-1,
+        max_task_retries=BATCH_RETRIES,
     )
+
+
+def trajectory_batch(batch: pa.Table, spec: EngineSpec, generation: GenerationConfig) -> pa.Table:
+    """A batch from ``thinking_stage`` in the trajectory schema."""
+    if spec.engine == "vllm":
+        batch = vllm_processor.finish_batch(batch, generation)
+    for field in OUTPUT_SCHEMA:  # Ray Data leaves out a column that is null in every row of a block
+        if field.name not in batch.column_names:
+            batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
+    return batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
 
 
 def _check_fits(cluster: Mapping[str, float], placement: WorkerPlacement) -> None:

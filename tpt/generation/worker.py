@@ -1,11 +1,14 @@
 """What one generation worker does with a batch of documents: prompt, generate, cut at ``</think>``.
 
-A batch that makes the engine raise is retried one document at a time, so a poison document is recorded with its
-error and skipped instead of failing (or endlessly retrying) the whole shard.
+A batch that makes the engine raise is bisected: each half is retried, down to the single documents that fail, so a
+poison document is recorded with its error and skipped (k poison documents cost about k * log2(batch) extra calls,
+not a batch's worth of single-document calls) instead of failing, or endlessly retrying, the whole shard. An error
+that says the engine itself is dead is raised instead: Ray replaces the actor and retries the batch.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -13,7 +16,7 @@ import pyarrow as pa
 
 from tpt.config import GenerationConfig
 from tpt.generation.engines import ENGINE_DEAD, Completion, EngineSpec, ThinkingEngine, make_engine, request_seed
-from tpt.generation.prompt import build_prompt, extract_thinking
+from tpt.generation.prompt import BuiltPrompt, build_prompt, extract_thinking
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -31,6 +34,11 @@ OUTPUT_SCHEMA = pa.schema(
         ("engine", pa.string()),
         ("batch_wall_s", pa.float64()),
         ("from_cache", pa.bool_()),
+        # When the request entered the engine's queue, started running, finished (wall clock, seconds): engine
+        # telemetry (running and waiting requests over time) is computed from these.
+        ("queued_at", pa.float64()),
+        ("started_at", pa.float64()),
+        ("finished_at", pa.float64()),
     ]
 )
 PASSTHROUGH = ("doc_id", "shard", "request_key", "source")
@@ -45,22 +53,35 @@ class ThinkingWorker:
         self.generation = generation
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         doc_ids = [str(d) for d in batch["doc_id"]]
         texts = [str(t) for t in batch["text"]]
         g = self.generation
-        prompts = [build_prompt(t, self.engine.tokenizer, g.prompt, g.max_document_tokens) for t in texts]
-        seeds = [request_seed(g.sampling.seed, d) for d in doc_ids]
-        results = self._generate_isolating_failures([p.text for p in prompts], seeds)
+        prompts = [safe_prompt(t, self.engine.tokenizer, g) for t in texts]
+        ok = [i for i, p in enumerate(prompts) if isinstance(p, BuiltPrompt)]
+        seeds = [request_seed(g.sampling.seed, doc_ids[i]) for i in ok]
+        try:
+            generated = self._generate_isolating_failures([prompts[i].text for i in ok], seeds)
+        except Exception as exc:
+            if type(exc).__name__ in ENGINE_DEAD and _in_ray_actor():
+                os._exit(1)  # a system failure to Ray: it restarts the actor and retries the batch elsewhere
+            raise
+        results: list = list(prompts)  # prompt errors stay; the others are replaced by their generation
+        for i, result in zip(ok, generated, strict=True):
+            results[i] = result
         wall = time.perf_counter() - started
+        finished_at = time.time()
         out: dict[str, list] = {name: [str(v) for v in batch[name]] for name in PASSTHROUGH}
         out |= {name: [] for name in OUTPUT_COLUMNS if name not in PASSTHROUGH}
         for prompt, result in zip(prompts, results, strict=True):
             out["from_cache"].append(False)
-            out["document_tokens"].append(prompt.document_tokens)
-            out["document_cut"].append(prompt.cut)
+            out["document_tokens"].append(prompt.document_tokens if isinstance(prompt, BuiltPrompt) else 0)
+            out["document_cut"].append(prompt.cut if isinstance(prompt, BuiltPrompt) else False)
             out["engine"].append(self.engine.version)
             out["batch_wall_s"].append(wall)
+            out["queued_at"].append(started_at)
+            out["started_at"].append(started_at)
+            out["finished_at"].append(finished_at)
             if isinstance(result, Completion):
                 thinking, stopped = extract_thinking(result.text, g.sampling.stop)
                 finish = "stop" if stopped else result.finish_reason
@@ -78,23 +99,31 @@ class ThinkingWorker:
         return out
 
     def _generate_isolating_failures(self, prompts: list[str], seeds: list[int]) -> list[Completion | str]:
-        sampling = self.generation.sampling
         try:
-            return list(self.engine.generate(prompts, sampling, seeds))
+            return list(self.engine.generate(prompts, self.generation.sampling, seeds))
         except Exception as exc:
             if type(exc).__name__ in ENGINE_DEAD:
                 raise
             if len(prompts) == 1:  # the poison document is recorded, the shard goes on
                 return [_describe(exc)]
-        results: list[Completion | str] = []
-        for prompt, seed in zip(prompts, seeds, strict=True):
-            try:
-                results.append(self.engine.generate([prompt], sampling, [seed])[0])
-            except Exception as exc:
-                if type(exc).__name__ in ENGINE_DEAD:
-                    raise
-                results.append(_describe(exc))
-        return results
+        half = len(prompts) // 2
+        return self._generate_isolating_failures(prompts[:half], seeds[:half]) + self._generate_isolating_failures(
+            prompts[half:], seeds[half:]
+        )
+
+
+def _in_ray_actor() -> bool:
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None
+
+
+def safe_prompt(text: str, tokenizer, g: GenerationConfig) -> BuiltPrompt | str:
+    """The prompt, or the one-line error of a document the tokenizer or template cannot take (bad bytes)."""
+    try:
+        return build_prompt(text, tokenizer, g.prompt, g.max_document_tokens)
+    except Exception as exc:
+        return _describe(exc)
 
 
 def _describe(exc: Exception) -> str:

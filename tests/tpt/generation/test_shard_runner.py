@@ -3,12 +3,15 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from tpt.atomic import read_json
 from tpt.config import GenerationConfig, PromptConfig, SamplingConfig
+from tpt.errors import InputError
 from tpt.generation.engines import EngineSpec, TransformersEngine
 from tpt.generation.estimate import estimate, sample_documents, worker_rate
 from tpt.generation.shard_runner import (
     SUCCESS,
     EngineFailedError,
+    ModelNotFoundError,
     PlacementError,
     WorkerPlacement,
     generate_shards,
@@ -146,16 +149,29 @@ def test_cost_estimate_scales_a_timed_sample(local_ray, tmp_path, spec, generati
     out = tmp_path / "estimate"
     generate_shards({"shard-sample": sample}, out, spec, generation, WorkerPlacement(), print)
     rate = worker_rate(out / "shard-sample")
-    result = estimate(
-        read_trajectories(out / "shard-sample"), rate, 1000, WorkerPlacement(workers=2, gpus_per_worker=1)
+    telemetry = read_json(out / "shard-sample" / SUCCESS)["telemetry"]
+    assert rate == telemetry["output_tokens_per_s_per_replica"] > 0  # the engine's rate while generating
+    assert rate > telemetry["output_tokens"] / read_json(out / "shard-sample" / SUCCESS)["wall_s"]  # start excluded
+
+
+def test_estimate_matches_values_worked_out_by_hand():
+    sample = pa.table(
+        {
+            "output_tokens": [10, 20, 30, 40, 0],
+            "prompt_tokens": [100, 100, 200, 200, 0],
+            "finish_reason": ["stop", "stop", "length", "stop", "error"],  # the error row is left out
+        }
     )
-    assert result.sample_documents == 4 and 0 < result.mean_output_tokens <= 6
-    assert result.estimated_output_tokens == round(result.mean_output_tokens * 1000)
-    hours = result.estimated_output_tokens / (rate * 2) / 3600
-    assert result.estimated_wall_hours == pytest.approx(hours, rel=1e-3)
-    assert result.estimated_gpu_hours == pytest.approx(hours * 2, rel=1e-3)
+    result = estimate(sample, 5.0, 1000, WorkerPlacement(workers=2, gpus_per_worker=1))
+    # mean 25 tokens x 1000 documents = 25,000 tokens; at 5 tok/s on each of 2 workers: 2,500 s = 0.6944 h.
+    assert result.sample_documents == 4 and result.mean_output_tokens == 25.0 and result.mean_prompt_tokens == 150.0
+    assert result.estimated_output_tokens == 25_000
+    assert result.estimated_wall_hours == 0.6944 and result.estimated_gpu_hours == 1.3889
+    assert result.estimated_worker_hours == 1.3889 and result.p90_output_tokens == 37.0
+    assert result.stopped_share == 0.75
+    assert estimate(sample, 5.0, 1000, WorkerPlacement()).estimated_gpu_hours is None  # CPU workers
     with pytest.raises(ValueError, match="no timed, successful generations"):
-        estimate(read_trajectories(out / "shard-sample"), 0.0, 1000, WorkerPlacement())
+        estimate(sample, 0.0, 1000, WorkerPlacement())
 
 
 def test_asking_for_more_gpus_than_the_cluster_has_fails_before_waiting(local_ray, tmp_path, spec, generation):
@@ -164,13 +180,20 @@ def test_asking_for_more_gpus_than_the_cluster_has_fails_before_waiting(local_ra
     assert not list(tmp_path.rglob("part-*.parquet"))
 
 
-def test_workers_that_cannot_start_fail_in_one_line(local_ray, tmp_path, generation):
-    broken = EngineSpec("transformers", str(tmp_path / "no-such-model"), torch_threads=2)
+def test_a_missing_model_folder_is_bad_input_and_a_broken_one_a_retriable_engine_failure(
+    local_ray, tmp_path, generation
+):
+    missing = EngineSpec("transformers", str(tmp_path / "no-such-model"), torch_threads=2)
+    with pytest.raises(ModelNotFoundError, match="no-such-model does not exist"):
+        generate_shards(_shards(), tmp_path / "t", missing, generation, WorkerPlacement(), print)
+    (tmp_path / "broken-model").mkdir()  # there, but no model in it: the workers fail to start
+    broken = EngineSpec("transformers", str(tmp_path / "broken-model"), torch_threads=2)
     with pytest.raises(EngineFailedError) as err:
         generate_shards(_shards(), tmp_path / "t", broken, generation, WorkerPlacement(), print)
     message = str(err.value)
-    assert message.startswith("the transformers workers failed (") and "no-such-model" in message
+    assert message.startswith("the transformers workers failed (") and "tokenizer" in message
     assert "\n" not in message and "a rerun resumes after them" in message
+    assert isinstance(ModelNotFoundError("x"), InputError) and not isinstance(err.value, InputError)
 
 
 class EngineDeadError(RuntimeError):
@@ -193,3 +216,12 @@ def test_a_dead_engine_fails_the_batch_instead_of_blaming_its_documents(spec, ge
     }
     with pytest.raises(EngineDeadError):
         worker(batch)  # Ray then replaces the actor; no document is recorded as poison
+
+
+def test_a_request_regenerated_gives_the_same_text_whatever_its_batch(spec):
+    engine = TransformersEngine(spec)
+    sampling = SamplingConfig(max_thinking_tokens=12, seed=0, temperature=1.0, top_p=0.95)
+    alone = engine.generate([DOCS[0]], sampling, [11])[0].text
+    assert engine.generate([DOCS[0]], sampling, [11])[0].text == alone  # same seed, same sample
+    assert engine.generate([DOCS[3], DOCS[0]], sampling, [5, 11])[1].text == alone  # its own seed, not its mates'
+    assert engine.generate([DOCS[0]], sampling, [12])[0].text != alone  # and the seed matters
