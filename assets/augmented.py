@@ -1,7 +1,8 @@
 """x = [d; t]: every document of a corpus shard followed by its thinking, one parquet shard per corpus shard."""
 
 from assets.stage import StageResult, StageRun
-from tpt.augment import AugmentJob, augment_on_ray, finished_summary
+from resources.ray_cluster import RayAsk
+from tpt.augment import AugmentJob, augment_on_ray, finished_summary, task_memory
 from tpt.config import Experiment
 from tpt.errors import InputError
 from tpt.generation.shard_runner import SUCCESS
@@ -31,7 +32,9 @@ def augmented_documents(run: StageRun) -> StageResult:
     finished = {s for s, f in per_shard.items() if f is not None}
     todo = {s: j for s, j in jobs.items() if s not in finished}
     if todo:  # one Ray task per shard: the join reads and writes where the workers are, never in this process
-        run.resources.ray_cluster.ensure()
+        largest = max(task_memory(j) for j in todo.values())
+        ask = RayAsk("an augment task", 1, {"CPU": 1.0, "memory": float(largest)}, "shard size (documents_per_shard)")
+        run.resources.ray_cluster.ensure(ask)
         per_shard |= augment_on_ray(todo, run.experiment.join_separator)
     figures = {k: sum(f[k] for f in per_shard.values()) for k in next(iter(per_shard.values()))}
     per_shard = {s: f | {"reused_finished_output": s in finished} for s, f in per_shard.items()}

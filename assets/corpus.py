@@ -64,21 +64,26 @@ def corpus(run: StageRun) -> StageResult:
     return StageResult(reused, figures, rows, extra_metadata={"sources": markdown_table(per_source)})
 
 
-def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> list[dict]:
-    """One catalog row per new document, built column-wise (the text itself is never turned into Python)."""
-    rows = []
+def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> pa.Table:
+    """One catalog row per new document, built column-wise in Arrow (the text is read per shard and only measured;
+    no Python object is made per document)."""
+    tables = []
     for shard in shards:
         table = read_shard(folder, shard, columns=["doc_id", "source", "text"])
-        columns = pa.table(
-            {
-                "doc_id": table["doc_id"],
-                "source": table["source"],
-                "n_chars": pc.utf8_length(table["text"]),
-            }
+        n = table.num_rows
+        tables.append(
+            pa.table(
+                {
+                    "experiment": pa.array([experiment] * n, pa.string()),
+                    "corpus_version": pa.array([version] * n, pa.string()),
+                    "shard": pa.array([shard] * n, pa.string()),
+                    "doc_id": table["doc_id"],
+                    "source": table["source"],
+                    "n_chars": pc.utf8_length(table["text"]),
+                }
+            )
         )
-        fixed = {"experiment": experiment, "corpus_version": version, "shard": shard}
-        rows += [fixed | r for r in columns.to_pylist()]
-    return rows
+    return pa.concat_tables(tables) if tables else pa.table({"doc_id": pa.array([], pa.string())})
 
 
 def shard_set(outputs: Outputs) -> list[tuple[str, str]]:

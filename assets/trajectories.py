@@ -48,7 +48,7 @@ def thinking_trajectories(run: StageRun) -> StageResult:
     table = pa.concat_tables(tables.values(), promote_options="permissive")
     fixed = {"experiment": run.experiment.name, "thinking_trajectories_version": out.version}
     rows = {
-        "trajectories": [fixed | r for r in table.select([*CATALOG_COLUMNS, "error"]).to_pylist()],
+        "trajectories": _constant_columns(table.select([*CATALOG_COLUMNS, "error"]), fixed),  # Arrow, per document
         "generation_shards": [fixed | _shard_row(s, gpus) for s in summaries.values()],
     }
     extra = {
@@ -113,6 +113,12 @@ def _projection(run: StageRun, table: pa.Table, measured: EngineTelemetry) -> di
         "projected_corpus_wall_hours": cost.estimated_wall_hours,
         "projected_corpus_gpu_hours": cost.estimated_gpu_hours,
     }
+
+
+def _constant_columns(table: pa.Table, fixed: dict[str, str]) -> pa.Table:
+    for name, value in fixed.items():
+        table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+    return table
 
 
 def _shard_row(s: ShardSummary, gpus: int) -> dict:
