@@ -28,8 +28,6 @@ def corpus(run: StageRun) -> StageResult:
     out, config = run.output, run.experiment.corpus
     before = load_manifest(out.path, out.version)
     on_ray = config.build_on_ray or bool(run.resources.ray_cluster.address)  # a cluster builds on its workers
-    if on_ray:
-        run.resources.ray_cluster.ensure()
     manifest, reused = build_corpus(
         config,
         out.path,
@@ -38,6 +36,7 @@ def corpus(run: StageRun) -> StageResult:
         test_sets=run.experiment.evaluation.test_sets,
         on_ray=on_ray,
         log=run.log,
+        before_tasks=run.resources.ray_cluster.ensure if on_ray else lambda: None,
     )
     added = [s for s in manifest.shard_names if before is None or s not in before.shard_names]
     run.log(f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards, {len(added)} new")

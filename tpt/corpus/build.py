@@ -108,13 +108,15 @@ def build_corpus(
     test_sets: Literal["hub", "packages"] = "packages",
     on_ray: bool | None = None,
     log: Callable[[str], None] = lambda line: None,
+    before_tasks: Callable[[], None] = lambda: None,
 ) -> tuple[CorpusManifest, bool]:
     """Write shard-NNNNN.parquet files and the manifest; returns (manifest, reused).
 
     The corpus is append-only: files that appear later in a local source folder become new shards (deduplicated
     against everything before), and the shards already written, with all work done on them, stay as they are.
     Test sets for decontamination are read as the evaluation reads them: ``test_data_folder``, else ``test_sets``.
-    ``on_ray`` (default ``config.build_on_ray``) runs the tasks on the Ray cluster this process is connected to.
+    ``on_ray`` (default ``config.build_on_ray``) runs the tasks on the Ray cluster this process is connected to;
+    ``before_tasks`` is called once there is work for them (to connect to it then, and not for a reused corpus).
     """
     existing = load_manifest(out_dir, version)
     revisions = dict(existing.revisions) if existing else {}
@@ -123,6 +125,7 @@ def build_corpus(
         shutil.rmtree(out_dir / WORK, ignore_errors=True)  # what a build that finished left behind
         return existing, True
     on_ray = config.build_on_ray if on_ray is None else on_ray
+    before_tasks()
     before = list(existing.shards) if existing else []
     work = out_dir / WORK
     folders = [str(work / "units" / content_hash(version, u.key, length=16)) for u in units]
