@@ -1,15 +1,11 @@
 """x = [d; t]: every document of a corpus shard followed by its thinking, one parquet shard per corpus shard."""
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from assets.stage import StageResult, StageRun
-from tpt.atomic import write_parquet
-from tpt.augment import augment
+from resources.ray_cluster import RayAsk
+from tpt.augment import AugmentJob, augment_on_ray, finished_summary, task_memory
 from tpt.config import Experiment
-from tpt.corpus.build import read_shard
 from tpt.errors import InputError
-from tpt.generation.shard_runner import SUCCESS, read_trajectories
+from tpt.generation.shard_runner import SUCCESS
 from tpt.stages import Instance, Read, Stage
 
 
@@ -23,32 +19,27 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 
 def augmented_documents(run: StageRun) -> StageResult:
     out, corpus, thinking = run.output, run.input("corpus"), run.input("thinking_trajectories")
-    per_shard, finished = {}, set()
     for shard in run.shards:
-        target = out.path / f"{shard}.parquet"
         if not (thinking.path / shard / SUCCESS).exists():
             raise UnfinishedUpstreamError(
                 f"{shard} has no finished trajectories; materialize thinking_trajectories for it first"
             )
-        if target.exists():
-            finished.add(shard)
-            table = pq.read_table(target, columns=["has_thinking", "text"])
-        else:
-            table = augment(
-                read_shard(corpus.path, shard), read_trajectories(thinking.path / shard), run.experiment.join_separator
-            )
-            write_parquet(target, table)
-        with_thinking = int(pc.sum(table["has_thinking"]).as_py() or 0)
-        per_shard[shard] = {
-            "documents": table.num_rows,
-            "documents_with_thinking": with_thinking,
-            "documents_without_thinking": table.num_rows - with_thinking,
-            "characters": int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0),
-        }
+    jobs = {
+        s: AugmentJob(str(corpus.path / f"{s}.parquet"), str(thinking.path / s), str(out.path / f"{s}.parquet"))
+        for s in run.shards
+    }
+    per_shard = {s: finished_summary(j.out_path) for s, j in jobs.items()}
+    finished = {s for s, f in per_shard.items() if f is not None}
+    todo = {s: j for s, j in jobs.items() if s not in finished}
+    if todo:  # one Ray task per shard: the join reads and writes where the workers are, never in this process
+        largest = max(task_memory(j) for j in todo.values())
+        ask = RayAsk("an augment task", 1, {"CPU": 1.0, "memory": float(largest)}, "shard size (documents_per_shard)")
+        run.resources.ray_cluster.ensure(ask)
+        per_shard |= augment_on_ray(todo, run.experiment.join_separator)
     figures = {k: sum(f[k] for f in per_shard.values()) for k in next(iter(per_shard.values()))}
     per_shard = {s: f | {"reused_finished_output": s in finished} for s, f in per_shard.items()}
     run.log(f"augmented {figures['documents']} documents, {figures['documents_with_thinking']} with thinking")
-    return StageResult(len(finished) == len(run.shards), figures, per_partition=per_shard)
+    return StageResult(not todo, figures, per_partition=per_shard)
 
 
 STAGE = Stage(
@@ -57,8 +48,10 @@ STAGE = Stage(
     own=_own,
     reads=(Read("corpus"), Read("thinking_trajectories")),
     partitioning="shards",
+    resources=("ray_cluster",),
     job="shards",
-    kinds=frozenset({"python", "parquet"}),
-    description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
+    kinds=frozenset({"ray", "parquet"}),
+    description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard (an Arrow "
+    "join in a Ray task per shard).",
     compute=augmented_documents,
 )

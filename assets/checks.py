@@ -4,16 +4,20 @@ through the engines' readers (manifests, finished results, indexes), with the ve
 import warnings
 
 import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from assets.mixture import training_sequences
-from assets.partitions import scale_partitions, score_cells, split_cell
+from assets.partitions import corpus_shards, scale_partitions, score_cells, split_cell
 from assets.registry import outputs_for
 from assets.stage import SETTINGS_RESOURCES, asset_key, markdown_table, settings_of
 from tpt.atomic import read_json
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest, read_contamination, read_shard
+from tpt.corpus.build import load_manifest, read_contamination
 from tpt.evaluation.runner import EvaluationRun
-from tpt.generation.shard_runner import SUCCESS, read_trajectories
+from tpt.generation.shard_runner import SUCCESS
 from tpt.stages import Outputs
 from tpt.tokenization.mixture import ResolvedMixture
 from tpt.tokenization.pack import index_path_for
@@ -52,6 +56,8 @@ def _manifest(outputs: Outputs):
 
 
 def _corpus_ids_unique(experiment: Experiment) -> dg.AssetChecksDefinition:
+    """Counted by DuckDB over the shards' id column: no process holds every id, and DuckDB spills past its memory."""
+
     @dg.asset_check(
         asset=asset_key(experiment, "corpus"), name="document_ids_unique_and_counted", required_resource_keys=RESOURCES
     )
@@ -59,11 +65,14 @@ def _corpus_ids_unique(experiment: Experiment) -> dg.AssetChecksDefinition:
         corpus, manifest = _manifest(_outputs(experiment, context))
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        ids = [i for s in manifest.shard_names for i in read_shard(corpus.path, s, ["doc_id"])["doc_id"].to_pylist()]
-        passed = len(ids) == len(set(ids)) == manifest.n_documents
+        paths = [str(corpus.path / f"{s}.parquet") for s in manifest.shard_names]
+        with duckdb.connect() as con:
+            documents, unique = con.execute(
+                "SELECT count(*), count(DISTINCT doc_id) FROM read_parquet(?)", [paths]
+            ).fetchone()
         return dg.AssetCheckResult(
-            passed=passed,
-            metadata={"documents": len(ids), "unique_ids": len(set(ids)), "manifest": manifest.n_documents},
+            passed=documents == unique == manifest.n_documents,
+            metadata={"documents": documents, "unique_ids": unique, "manifest": manifest.n_documents},
         )
 
     return check
@@ -107,34 +116,46 @@ def _corpus_decontaminated(experiment: Experiment) -> dg.AssetChecksDefinition:
     return check
 
 
+def _ids(path, column: str = "doc_id") -> pa.Array:
+    return pq.read_table(path, columns=[column])[column].combine_chunks()
+
+
 def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    """Per shard partition (the shards of the run): its corpus ids against its trajectories' ids and finish
+    reasons, the only columns read."""
+
+    @_partitioned_check(
         asset=asset_key(experiment, "thinking_trajectories"),
         name="one_trajectory_per_document",
+        partitions_def=corpus_shards(experiment),
         required_resource_keys=RESOURCES,
     )
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         outputs = _outputs(experiment, context)
-        corpus, manifest = _manifest(outputs)
-        if manifest is None:
-            return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        thinking = outputs.of("thinking_trajectories").path
-        finished = [s for s in manifest.shard_names if (thinking / s / SUCCESS).exists()]
+        corpus, thinking = outputs.of("corpus").path, outputs.of("thinking_trajectories").path
+        shards = list(context.partition_keys)
+        unfinished = [s for s in shards if not (thinking / s / SUCCESS).exists()]
+        if unfinished:
+            return dg.AssetCheckResult(
+                passed=False, description=f"no finished trajectories for {', '.join(unfinished)}"
+            )
         rows = errors = missing = duplicated = 0
-        for shard in finished:  # shards still to be backfilled are not wrong, only not done
-            docs = set(read_shard(corpus.path, shard, ["doc_id"])["doc_id"].to_pylist())
-            got = read_trajectories(thinking / shard)
-            ids = got["doc_id"].to_pylist()
+        for shard in shards:
+            docs = _ids(corpus / f"{shard}.parquet")
+            got = pa.concat_tables(
+                pq.read_table(p, columns=["doc_id", "finish_reason"]) for p in sorted((thinking / shard).glob("part-*"))
+            )
+            ids = got["doc_id"]
             rows += len(ids)
-            missing += len(docs - set(ids))
-            duplicated += len(ids) - len(set(ids))
-            errors += got["finish_reason"].to_pylist().count("error")
+            missing += int(pc.sum(pc.invert(pc.is_in(docs, value_set=ids.combine_chunks()))).as_py() or 0)
+            duplicated += len(ids) - pc.count_distinct(ids).as_py()
+            errors += int(pc.sum(pc.equal(got["finish_reason"], "error")).as_py() or 0)
         error_share = errors / max(rows, 1)
         return dg.AssetCheckResult(
             passed=missing == 0 and duplicated == 0 and error_share <= MAX_GENERATION_ERROR_SHARE,
             metadata={
-                "finished_shards": len(finished),
-                "shards": len(manifest.shard_names),
+                "shards": len(shards),
+                "documents": rows,
                 "missing": missing,
                 "duplicated": duplicated,
                 "errors": errors,
@@ -145,30 +166,39 @@ def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefini
     return check
 
 
+def _sorted(ids: pa.Array) -> pa.Array:
+    return ids.take(pc.sort_indices(ids))
+
+
+AUGMENTED_COLUMNS = {"doc_id", "source", "text", "has_thinking"}
+
+
 def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    """Per shard partition: the augmented shard's schema and id column against the corpus shard's id column."""
+
+    @_partitioned_check(
         asset=asset_key(experiment, "augmented_documents"),
         name="same_documents_as_the_corpus",
+        partitions_def=corpus_shards(experiment),
         required_resource_keys=RESOURCES,
     )
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         outputs = _outputs(experiment, context)
-        corpus, manifest = _manifest(outputs)
-        if manifest is None:
-            return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        augmented = outputs.of("augmented_documents").path
-        written = [s for s in manifest.shard_names if (augmented / f"{s}.parquet").exists()]
+        corpus, augmented = outputs.of("corpus").path, outputs.of("augmented_documents").path
+        shards = list(context.partition_keys)
+        unwritten = [s for s in shards if not (augmented / f"{s}.parquet").exists()]
+        if unwritten:
+            return dg.AssetCheckResult(passed=False, description=f"no augmented shard for {', '.join(unwritten)}")
         mismatched, missing_columns = [], set()
-        for shard in written:
-            table = read_shard(augmented, shard, None)
-            missing_columns |= {"doc_id", "source", "text", "has_thinking"} - set(table.column_names)
-            corpus_ids = read_shard(corpus.path, shard, ["doc_id"])["doc_id"]
-            if sorted(table["doc_id"].to_pylist()) != sorted(corpus_ids.to_pylist()):
+        for shard in shards:
+            path = augmented / f"{shard}.parquet"
+            missing_columns |= AUGMENTED_COLUMNS - set(pq.read_schema(path).names)
+            if not _sorted(_ids(path)).equals(_sorted(_ids(corpus / f"{shard}.parquet"))):
                 mismatched.append(shard)
         return dg.AssetCheckResult(
             passed=not mismatched and not missing_columns,
             metadata={
-                "written_shards": len(written),
+                "shards": len(shards),
                 "mismatched_shards": mismatched,
                 "missing_columns": sorted(missing_columns),
             },
@@ -217,9 +247,12 @@ def _mixture_fills_the_budget(experiment: Experiment, variant: str) -> dg.AssetC
 
 
 def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    """Per shard partition: the packed index's document count against the corpus manifest's (no token is read)."""
+
+    @_partitioned_check(
         asset=asset_key(experiment, "token_shards", variant),
         name="documents_match_upstream",
+        partitions_def=corpus_shards(experiment),
         required_resource_keys=RESOURCES,
     )
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -227,14 +260,15 @@ def _token_documents_match(experiment: Experiment, variant: str) -> dg.AssetChec
         _, manifest = _manifest(outputs)
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        expected = {s["name"]: s["documents"] for s in manifest.shards}
-        packed = {s: i["n_documents"] for s, i in _packed_indexes(outputs, variant, manifest.shard_names).items()}
-        mismatched = {s: (n, expected.get(s)) for s, n in packed.items() if n != expected.get(s)}
+        shards = list(context.partition_keys)
+        expected = {s["name"]: s["documents"] for s in manifest.shards if s["name"] in shards}
+        packed = {s: i["n_documents"] for s, i in _packed_indexes(outputs, variant, shards).items()}
+        mismatched = {s: (packed.get(s), expected.get(s)) for s in shards if packed.get(s) != expected.get(s)}
         return dg.AssetCheckResult(
-            passed=bool(packed) and not mismatched,
+            passed=not mismatched,
             metadata={
                 "packed_shards": len(packed),
-                "corpus_shards": len(expected),
+                "shards": len(shards),
                 "packed_documents": sum(packed.values()),
                 "mismatched_shards": str(mismatched),
             },

@@ -27,12 +27,16 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 def corpus(run: StageRun) -> StageResult:
     out, config = run.output, run.experiment.corpus
     before = load_manifest(out.path, out.version)
+    on_ray = config.build_on_ray or bool(run.resources.ray_cluster.address)  # a cluster builds on its workers
     manifest, reused = build_corpus(
         config,
         out.path,
         out.version,
         test_data_folder=run.experiment.evaluation.data_folder,
         test_sets=run.experiment.evaluation.test_sets,
+        on_ray=on_ray,
+        log=run.log,
+        before_tasks=run.resources.ray_cluster.ensure if on_ray else lambda: None,
     )
     added = [s for s in manifest.shard_names if before is None or s not in before.shard_names]
     run.log(f"corpus: {manifest.n_documents} documents in {len(manifest.shards)} shards, {len(added)} new")
@@ -59,21 +63,26 @@ def corpus(run: StageRun) -> StageResult:
     return StageResult(reused, figures, rows, extra_metadata={"sources": markdown_table(per_source)})
 
 
-def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> list[dict]:
-    """One catalog row per new document, built column-wise (the text itself is never turned into Python)."""
-    rows = []
+def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> pa.Table:
+    """One catalog row per new document, built column-wise in Arrow (the text is read per shard and only measured;
+    no Python object is made per document)."""
+    tables = []
     for shard in shards:
         table = read_shard(folder, shard, columns=["doc_id", "source", "text"])
-        columns = pa.table(
-            {
-                "doc_id": table["doc_id"],
-                "source": table["source"],
-                "n_chars": pc.utf8_length(table["text"]),
-            }
+        n = table.num_rows
+        tables.append(
+            pa.table(
+                {
+                    "experiment": pa.array([experiment] * n, pa.string()),
+                    "corpus_version": pa.array([version] * n, pa.string()),
+                    "shard": pa.array([shard] * n, pa.string()),
+                    "doc_id": table["doc_id"],
+                    "source": table["source"],
+                    "n_chars": pc.utf8_length(table["text"]),
+                }
+            )
         )
-        fixed = {"experiment": experiment, "corpus_version": version, "shard": shard}
-        rows += [fixed | r for r in columns.to_pylist()]
-    return rows
+    return pa.concat_tables(tables) if tables else pa.table({"doc_id": pa.array([], pa.string())})
 
 
 def shard_set(outputs: Outputs) -> list[tuple[str, str]]:
@@ -94,8 +103,9 @@ def corpus_manifest(run: StageRun) -> StageResult:
 
 STAGE = Stage(
     name="corpus",
-    revision=3,  # 3: shards carry their content hash
+    revision=4,  # 4: built by tasks per file, id bucket and shard (ids by prefix in _ids/, hub revisions pinned)
     own=_own,
+    resources=("ray_cluster",),
     job="corpus",
     kinds=frozenset({"python", "parquet"}),
     description="Documents from the configured sources: cleaned, length-filtered, exactly (and optionally near-) "

@@ -4,8 +4,8 @@ real stage on the generator's hardware (kept where the request cache finds it, s
 from assets.stage import StageResult, StageRun, markdown_table
 from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest, read_shard
-from tpt.generation.estimate import estimate, sample_documents, worker_rate
+from tpt.corpus.build import load_manifest
+from tpt.generation.estimate import estimate, sample_shard_files, worker_rate
 from tpt.generation.shard_runner import SUCCESS, generate_shards, read_trajectories
 from tpt.stages import Instance, Read, Stage
 from tpt.versioning import versioned_fields
@@ -21,8 +21,9 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 def generation_cost_estimate(run: StageRun) -> StageResult:
     corpus, generator, generation = run.input("corpus"), run.resources.generator, run.experiment.generation
     manifest = load_manifest(corpus.path, corpus.version)
-    sample = sample_documents(
-        {s: read_shard(corpus.path, s) for s in manifest.shard_names}, generation.estimate_sample_documents
+    sample = sample_shard_files(  # the sampled rows only, never whole shards
+        {s["name"]: (corpus.path / f"{s['name']}.parquet", s["documents"]) for s in manifest.shards},
+        generation.estimate_sample_documents,
     )
     out = run.output.path
     reused = (out / SAMPLE_SHARD / SUCCESS).exists()

@@ -11,6 +11,8 @@ Variants are separate assets rather than a partition dimension: their lineage di
 vanilla does not), and only separate assets let Dagster show a changed prompt as stale for TPT alone."""
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest
@@ -20,6 +22,10 @@ from tpt.stages import Outputs
 
 class UnknownShardsError(InputError, RuntimeError):
     pass
+
+
+class CorruptShardError(InputError, RuntimeError):
+    """A corpus shard file that is truncated or otherwise unreadable (a crash, a partial copy)."""
 
 
 def corpus_shards(experiment: Experiment) -> dg.DynamicPartitionsDefinition:
@@ -82,4 +88,13 @@ def check_shards(outputs: Outputs, shards: list[str]) -> list[str]:
     unknown = [s for s in shards if s not in manifest.shard_names]
     if unknown:
         raise UnknownShardsError(f"shards {unknown} are not in the current corpus; rematerialize the corpus asset")
+    for shard in shards:  # the footer only: a file a crash cut short has none
+        try:
+            pq.read_metadata(corpus.path / f"{shard}.parquet")
+        except (OSError, pa.ArrowException) as exc:
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise CorruptShardError(
+                f"corpus {shard}.parquet cannot be read ({first}); restore it or rebuild the corpus "
+                "(every other shard's finished work is kept)"
+            ) from None
     return shards

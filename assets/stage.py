@@ -17,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 
 from assets.partitions import (
     SCALE,
@@ -99,12 +100,13 @@ class StageRun:
 
 @dataclass
 class StageResult:
-    """What a stage's body returns. ``rows``: catalog table -> rows (Arrow-friendly dicts), written in bulk;
+    """What a stage's body returns. ``rows``: catalog table -> rows (Arrow-friendly dicts, or an Arrow table where
+    there is a row per document, so no Python object is made per row), written in bulk;
     ``per_partition``: each partition's own figures where one run covers several (a range of shards)."""
 
     reused: bool
     figures: Mapping[str, Any]
-    rows: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    rows: Mapping[str, Sequence[Mapping[str, Any]] | pa.Table] = field(default_factory=dict)
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
     per_partition: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     content_version: str | None = None
@@ -207,7 +209,7 @@ def _body(experiment: Experiment, spec: Stage, variant: str | None) -> Callable:
         if result.record:
             catalog: Catalog = context.resources.catalog.open()
             for table, rows in result.rows.items():
-                catalog.upsert(table, list(rows))
+                catalog.upsert(table, rows if isinstance(rows, pa.Table) else list(rows))
             catalog.record_stage(
                 experiment.name,
                 spec.name,

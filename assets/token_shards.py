@@ -7,10 +7,11 @@ from pathlib import Path
 
 from assets.augmented import UnfinishedUpstreamError
 from assets.stage import StageResult, StageRun, markdown_table
+from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
 from tpt.models import resolve_model
 from tpt.stages import Instance, Read, Stage
-from tpt.tokenization.ray_pack import PackJob, pack_on_ray, shard_out_path
+from tpt.tokenization.ray_pack import PackJob, pack_on_ray, shard_out_path, task_memory
 from tpt.versioning import versioned_fields
 
 
@@ -30,8 +31,13 @@ def token_shards(run: StageRun) -> StageResult:
         raise UnfinishedUpstreamError(
             f"{len(missing)} input shards are missing (first: {missing[0]}); materialize {source.stage}"
         )
-    if any(not shard_out_path(out.path, s).with_suffix(".json").exists() for s in run.shards):
-        run.resources.ray_cluster.ensure()
+    todo = [j for j in jobs if not Path(j.out_path).with_suffix(".json").exists()]
+    if todo:  # each packing task reserves the memory it was measured to use: the largest must fit a node
+        largest = max(task_memory(j.source_parquet) for j in todo)
+        ask = RayAsk(
+            "a token-packing task", 1, {"CPU": 1.0, "memory": float(largest)}, "shard size (documents_per_shard)"
+        )
+        run.resources.ray_cluster.ensure(ask)
     tokenizer_dir = str(resolve_model(run.experiment.tokenizer, weights=False))
     started = time.perf_counter()
     indexes, packed_now = pack_on_ray(jobs, tokenizer_dir, run.experiment.training.seq_len, run.log)

@@ -1,5 +1,7 @@
 """Thinking trajectories: an expert's thinking t for every document d of a corpus shard, generated on a Ray Data
-actor pool (resumable per document, cached per request); each shard's own figures on its own partition."""
+actor pool that reads the shards and writes the trajectories itself (the Dagster process moves paths and reads
+ids and counts back, never text); resumable per document, cached per request; each shard's own figures on its own
+partition."""
 
 from collections import Counter
 
@@ -9,15 +11,17 @@ import pyarrow as pa
 from assets.stage import StageResult, StageRun, markdown_table, png_markdown
 from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
-from tpt.corpus.build import load_manifest, read_shard
+from tpt.corpus.build import load_manifest
 from tpt.generation.estimate import estimate
-from tpt.generation.shard_runner import SUCCESS, ShardSummary, generate_shards, read_trajectories
+from tpt.generation.shard_files import generate_shard_files, shard_ids
+from tpt.generation.shard_runner import SUCCESS, ShardSummary
 from tpt.generation.telemetry import EngineTelemetry
 from tpt.plots import histogram
 from tpt.stages import Instance, Read, Stage
 from tpt.versioning import versioned_fields
 
 CATALOG_COLUMNS = ["doc_id", "shard", "finish_reason", "prompt_tokens", "output_tokens", "document_cut", "engine"]
+READ_COLUMNS = [*CATALOG_COLUMNS, "error", "source"]
 
 
 def _own(experiment: Experiment, instance: Instance) -> dict:
@@ -29,8 +33,9 @@ def thinking_trajectories(run: StageRun) -> StageResult:
     pending = [s for s in run.shards if not (out.path / s / SUCCESS).exists()]
     if pending:
         run.resources.ray_cluster.ensure(RayAsk.for_generator(generator))
-    summaries = generate_shards(
-        {s: read_shard(corpus.path, s) for s in run.shards},
+    summaries = generate_shard_files(
+        corpus.path,
+        run.shards,
         out.path,
         generator.engine_spec(run.experiment.generation),
         run.experiment.generation,
@@ -39,11 +44,11 @@ def thinking_trajectories(run: StageRun) -> StageResult:
         cache_root=run.outputs.root.parent,
     )
     gpus = generator.gpus_in_use()
-    tables = {s: read_trajectories(out.path / s) for s in run.shards}
+    tables = {s: shard_ids(out.path / s, READ_COLUMNS) for s in run.shards}  # no thinking text
     table = pa.concat_tables(tables.values(), promote_options="permissive")
     fixed = {"experiment": run.experiment.name, "thinking_trajectories_version": out.version}
     rows = {
-        "trajectories": [fixed | r for r in table.select([*CATALOG_COLUMNS, "error"]).to_pylist()],
+        "trajectories": _constant_columns(table.select([*CATALOG_COLUMNS, "error"]), fixed),  # Arrow, per document
         "generation_shards": [fixed | _shard_row(s, gpus) for s in summaries.values()],
     }
     extra = {
@@ -108,6 +113,12 @@ def _projection(run: StageRun, table: pa.Table, measured: EngineTelemetry) -> di
         "projected_corpus_wall_hours": cost.estimated_wall_hours,
         "projected_corpus_gpu_hours": cost.estimated_gpu_hours,
     }
+
+
+def _constant_columns(table: pa.Table, fixed: dict[str, str]) -> pa.Table:
+    for name, value in fixed.items():
+        table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+    return table
 
 
 def _shard_row(s: ShardSummary, gpus: int) -> dict:

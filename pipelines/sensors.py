@@ -1,9 +1,9 @@
 """Sensors that turn new data into exactly the work it needs: new corpus files -> a corpus run (which appends
-shards and registers their partitions) -> one run of the per-shard stages for each new shard, nothing else; a new
-checkpoint -> its own benchmark cells; and new benchmark scores -> the report, once the matrix is complete."""
+shards and registers their partitions) -> runs of the per-shard stages, ``shards_per_run`` shards each, for the shards
+without finished output or a run in flight, nothing else; a new checkpoint -> its own benchmark cells; and new
+benchmark scores -> the report, once the matrix is complete."""
 
 import hashlib
-import json
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +12,7 @@ from assets import registry
 from assets.partitions import cell_key, corpus_shards
 from assets.registry import outputs_for
 from assets.stage import SETTINGS_RESOURCES, asset_key, settings_of
-from pipelines.private import AssetJob
+from pipelines.private import AssetJob, partition_range_tags, run_partition_range
 from tpt.config import Experiment, LocalFolder
 from tpt.corpus.sources import LOCAL_PATTERNS
 from tpt.evaluation.runner import EvaluationRun
@@ -54,9 +54,12 @@ def new_corpus_files_sensor(experiment: Experiment, corpus_job: AssetJob) -> dg.
 
 
 def new_shards_sensor(experiment: Experiment, shards_job: AssetJob) -> dg.SensorDefinition:
-    """One run of the per-shard stages for each shard partition that one of them has not materialized yet. The
-    cursor holds the shards already requested, so each is asked for once."""
+    """Runs of the per-shard stages for every shard partition that has neither finished output (a materialization
+    of every per-shard asset) nor a run in flight, in runs of ``corpus.shards_per_run`` consecutive shards (one
+    engine start per run). Nothing is remembered in a cursor: a shard whose run failed is asked for again on the
+    next tick, and a shard whose run is queued or running is not asked for twice."""
     partitions = corpus_shards(experiment)
+    per_run = experiment.corpus.shards_per_run
     shard_assets = [
         asset_key(experiment, spec.name, variant)
         for spec in registry.STAGES
@@ -69,22 +72,57 @@ def new_shards_sensor(experiment: Experiment, shards_job: AssetJob) -> dg.Sensor
         job=shards_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Generates, augments and packs each new corpus shard, and only the new ones.",
+        description="Generates, augments and packs each corpus shard without finished output, "
+        f"{per_run} shards per run; a failed shard is asked for again.",
     )
     def new_shards(context: dg.SensorEvaluationContext):
-        requested = set(json.loads(context.cursor)) if context.cursor else set()
         registered = context.instance.get_dynamic_partitions(partitions.name)
         done = set.intersection(*(set(context.instance.get_materialized_partitions(k)) for k in shard_assets))
-        todo = [s for s in registered if s not in done and s not in requested]
+        in_flight = shards_in_flight(context.instance, shards_job.name, registered)
+        todo = [s for s in registered if s not in done and s not in in_flight]
         if not todo:
-            return dg.SkipReason("no shard without finished per-shard stages")
-        context.update_cursor(json.dumps(sorted(requested | set(todo))))
+            return dg.SkipReason("no shard without finished output or a run in flight")
         return [
-            dg.RunRequest(run_key=f"{experiment.name}:{shard}", partition_key=shard, tags={"trigger": "new_shard"})
-            for shard in todo
+            dg.RunRequest(tags={"trigger": "new_shard"} | partition_range_tags(run[0], run[-1]))
+            for run in consecutive_runs(todo, registered, per_run)
         ]
 
     return new_shards
+
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def shards_in_flight(instance: dg.DagsterInstance, job_name: str, registered: list[str]) -> set[str]:
+    """The shards that a queued or running run of the job covers, whether it asked for one or a range."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT))
+    position = {s: i for i, s in enumerate(registered)}
+    covered: set[str] = set()
+    for run in runs:
+        first, last = run_partition_range(run.tags)
+        if first in position and last in position:
+            covered.update(registered[position[first] : position[last] + 1])
+    return covered
+
+
+def consecutive_runs(todo: list[str], registered: list[str], per_run: int) -> list[list[str]]:
+    """``todo`` cut into runs of at most ``per_run`` shards, each a range of consecutive registered partitions (a
+    run covers a partition range, so a shard finished in between ends one run and starts the next)."""
+    position = {s: i for i, s in enumerate(registered)}
+    runs: list[list[str]] = []
+    for shard in todo:
+        last = runs[-1] if runs else None
+        if last and len(last) < per_run and position[shard] == position[last[-1]] + 1:
+            last.append(shard)
+        else:
+            runs.append([shard])
+    return runs
 
 
 def new_checkpoints_sensor(experiment: Experiment, benchmarks_job: AssetJob) -> dg.SensorDefinition:

@@ -45,6 +45,11 @@ class HubDataset(Strict):
     dataset: str
     subset: str | None = None
     split: str = "train"
+    revision: str | None = Field(
+        None,
+        description="commit, tag or branch of the dataset; empty: the default branch, pinned to its commit at the "
+        "first build and recorded in the manifest (appends keep reading that commit)",
+    )
     text_field: str = "text"
     max_documents: int | None = Field(None, gt=0)
 
@@ -123,6 +128,14 @@ class CorpusConfig(Strict):
     max_file_bytes: int = Field(4 * 2**30, gt=0, description="larger input files are skipped, not read")
     documents_per_shard: int = Field(1000, gt=0)
     shards_per_run: int = operational(8, gt=0, description="corpus shards one run of a shard-partitioned stage takes")
+    dedup_buckets: int = operational(
+        16, gt=0, description="speed only: exact dedup runs as one task per hash bucket of document ids"
+    )
+    build_on_ray: bool = operational(
+        False,
+        description="speed only: the build's per-file, per-bucket and per-shard tasks run on Ray (also whenever the "
+        "Ray cluster resource names an address) instead of one after another in the calling process",
+    )
 
     @model_validator(mode="after")
     def _chars_ordered(self) -> CorpusConfig:

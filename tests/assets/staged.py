@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from assets.partitions import cell_key
 from pipelines.graph import experiment_assets, experiment_checks
-from pipelines.private import AssetJob
+from pipelines.private import AssetJob, partition_range_tags
 from resources import ArtifactStorage, DuckDBCatalog, Evaluator, RayCluster, ThinkingGenerator, Trainer
 from tests.support import outputs
 from tpt.atomic import write_json, write_parquet
@@ -97,16 +97,19 @@ class Staged:
         return defs.resolve_job_def("stage").execute_in_process(instance=self.instance, partition_key=partition)
 
     def evaluate(
-        self, check: str, partition: str | None = None, instance: dg.DagsterInstance | None = None
+        self, check: str, partition: str | tuple[str, str] | None = None, instance: dg.DagsterInstance | None = None
     ) -> dg.AssetCheckEvaluation:
         """Run one check (of the vanilla asset where each variant has one), and nothing else, through Dagster, as
-        the UI's *Execute* on the check does."""
+        the UI's *Execute* on the check does; ``partition`` is one key or a (first, last) range, as a ranged run of
+        the per-shard stages has."""
         named = [c for c in experiment_checks(self.experiment) if c.check_key.name == check]
         [definition] = [c for c in named if c.check_key.asset_key.path[-1].endswith(f"_{VARIANT}")] or named
         keys = list(definition.check_keys)
         job = dg.define_asset_job("check", selection=dg.AssetSelection.checks(*keys))
         # The partition goes in as the run's tag: a job of checks alone has no partitions of its own to validate.
-        tags = {"dagster/partition": partition} if partition else None
+        tags = {"dagster/partition": partition} if isinstance(partition, str) else None
+        if isinstance(partition, tuple):
+            tags = partition_range_tags(*partition)
         result = (
             self.definitions(job)
             .resolve_job_def("check")

@@ -61,3 +61,33 @@ def test_missing_corpus_folder_fails_in_one_line(embedded, tmp_path):
     result = dg.materialize([stage_asset(experiment, "corpus", resources)], resources=resources, raise_on_error=False)
     message = _failure_message(result)
     assert message == f"SourceError: corpus folder {tmp_path / 'gone'} does not exist or is not a folder"
+
+
+def test_a_corpus_shard_truncated_by_a_crash_fails_its_stage_in_one_line(embedded, tmp_path):
+    """Before any engine starts: the shard's footer is missing, the run says which file, and every other file
+    (the other shard, the manifest) is left as it was."""
+    corpus_dir = tmp_path / "docs"
+    corpus_dir.mkdir()
+    texts = [f"A real paragraph about rivers and deltas, number {i}. " * 6 for i in range(4)]
+    (corpus_dir / "a.jsonl").write_text("".join('{"text": "' + t + '"}\n' for t in texts))
+    experiment = _with(embedded, corpus__sources=[LocalFolder(name="docs", path=str(corpus_dir)).model_dump()])
+    raw = experiment.model_dump(mode="json")
+    raw["corpus"] |= {"documents_per_shard": 2, "near_dedup": None}
+    experiment = Experiment.model_validate(raw)
+    resources = resources_at(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert dg.materialize([stage_asset(experiment, "corpus", resources)], resources=resources, instance=instance)
+        written = outputs(experiment, resources).of("corpus").path
+        shard = written / "shard-00001.parquet"
+        shard.write_bytes(shard.read_bytes()[:100])
+        files = {p: p.stat().st_mtime_ns for p in written.iterdir()}
+        result = dg.materialize(
+            [stage_asset(experiment, "thinking_trajectories", resources)],
+            partition_key="shard-00001",
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+    message = _failure_message(result)
+    assert message.startswith("CorruptShardError: corpus shard-00001.parquet cannot be read (") and "\n" not in message
+    assert {p: p.stat().st_mtime_ns for p in written.iterdir()} == files

@@ -45,6 +45,8 @@ def test_staged_experiment_passes_every_check(staged: Staged) -> None:
     """The baseline every corruption below departs from: each of the nine checks passes on the staged data."""
     partitions = {"order_fills_the_token_budget": SCALE, "loss_decreased": SCALE}
     partitions |= {"scores_in_unit_range": CELL, "no_score_drop": CELL}
+    partitions |= dict.fromkeys(["one_trajectory_per_document", "same_documents_as_the_corpus"], SHARD)
+    partitions |= {"documents_match_upstream": SHARD}
     names = {c.check_key.name for c in experiment_checks(staged.experiment)}
     assert len(names) == 9
     for name in sorted(names):
@@ -126,7 +128,7 @@ def _thinking(world: Staged, shard: str = SHARD) -> pa.Table:
 def test_one_trajectory_per_document_fails_on_a_missing_document(world: Staged) -> None:
     table = _thinking(world)
     _rewrite_thinking(world, table.slice(1))
-    evaluation = world.evaluate("one_trajectory_per_document")
+    evaluation = world.evaluate("one_trajectory_per_document", SHARD)
     assert not evaluation.passed
     assert (_value(evaluation, "missing"), _value(evaluation, "duplicated")) == (1, 0)
 
@@ -134,7 +136,7 @@ def test_one_trajectory_per_document_fails_on_a_missing_document(world: Staged) 
 def test_one_trajectory_per_document_fails_on_a_duplicated_document(world: Staged) -> None:
     table = _thinking(world)
     _rewrite_thinking(world, pa.concat_tables([table, table.slice(2, 1)]))
-    evaluation = world.evaluate("one_trajectory_per_document")
+    evaluation = world.evaluate("one_trajectory_per_document", SHARD)
     assert not evaluation.passed
     assert (_value(evaluation, "missing"), _value(evaluation, "duplicated")) == (0, 1)
 
@@ -143,28 +145,32 @@ def test_one_trajectory_per_document_fails_on_a_duplicated_document(world: Stage
 def test_one_trajectory_per_document_allows_generation_errors_up_to_five_percent(
     world: Staged, errors: int, passes: bool
 ) -> None:
-    """Of the 20 documents, one error is a share of exactly 5% (allowed), two are 10% (not)."""
+    """Judged over the shards of a run (here a range of both shards, 20 documents): one error is a share of
+    exactly 5% (allowed), two are 10% (not)."""
     assert MAX_GENERATION_ERROR_SHARE == 0.05
     documents = read_shard(world.plan.of("corpus").path, SHARD)
     lengths = _thinking(world)["output_tokens"].to_pylist()
     _rewrite_thinking(world, trajectory_rows(world.experiment, SHARD, documents, lengths, set(range(errors))))
-    evaluation = world.evaluate("one_trajectory_per_document")
+    evaluation = world.evaluate("one_trajectory_per_document", (SHARD, "shard-00001"))
     total = _documents(world)
+    assert (_value(evaluation, "shards"), _value(evaluation, "documents")) == (2, total)
     assert _value(evaluation, "errors") == errors
     assert _value(evaluation, "error_share") == pytest.approx(errors / total)
     assert evaluation.passed is passes
     assert (_value(evaluation, "missing"), _value(evaluation, "duplicated")) == (0, 0)
 
 
-def test_one_trajectory_per_document_ignores_shards_still_to_be_generated(world: Staged) -> None:
-    """A shard without ``_SUCCESS.json`` is not wrong, only not done: its partial rows are not judged."""
+def test_one_trajectory_per_document_fails_on_a_shard_still_to_be_generated(world: Staged) -> None:
+    """A shard without ``_SUCCESS.json`` is not finished: its partial rows are not judged, its partition fails
+    with the reason, and a finished shard beside it still passes on its own."""
     shard = "shard-00001"
     path = world.plan.of("thinking_trajectories").path / shard
     write_parquet(path / "part-00000.parquet", _thinking(world, shard).slice(0, 3))
     (path / SUCCESS).unlink()
-    evaluation = world.evaluate("one_trajectory_per_document")
-    assert evaluation.passed
-    assert (_value(evaluation, "finished_shards"), _value(evaluation, "shards")) == (1, 2)
+    evaluation = world.evaluate("one_trajectory_per_document", shard)
+    assert not evaluation.passed
+    assert evaluation.description == f"no finished trajectories for {shard}"
+    assert world.evaluate("one_trajectory_per_document", SHARD).passed
 
 
 # same_documents_as_the_corpus
@@ -174,7 +180,7 @@ def test_same_documents_as_the_corpus_fails_on_a_lost_row(world: Staged) -> None
     path = world.plan.of("augmented_documents").path / f"{SHARD}.parquet"
     augmented = pq.read_table(path)
     write_parquet(path, augmented.slice(0, augmented.num_rows - 1))
-    evaluation = world.evaluate("same_documents_as_the_corpus")
+    evaluation = world.evaluate("same_documents_as_the_corpus", SHARD)
     assert not evaluation.passed
     assert _value(evaluation, "mismatched_shards") == [SHARD]
 
@@ -182,7 +188,7 @@ def test_same_documents_as_the_corpus_fails_on_a_lost_row(world: Staged) -> None
 def test_same_documents_as_the_corpus_fails_on_a_missing_column(world: Staged) -> None:
     path = world.plan.of("augmented_documents").path / f"{SHARD}.parquet"
     write_parquet(path, pq.read_table(path).drop_columns(["has_thinking"]))
-    evaluation = world.evaluate("same_documents_as_the_corpus")
+    evaluation = world.evaluate("same_documents_as_the_corpus", SHARD)
     assert not evaluation.passed
     assert (_value(evaluation, "missing_columns"), _value(evaluation, "mismatched_shards")) == (["has_thinking"], [])
 
@@ -200,18 +206,19 @@ def test_documents_match_upstream_fails_on_a_shard_packed_from_fewer_documents(w
     tokenizer = resolve_model(world.experiment.tokenizer, weights=False)
     seq_len = world.experiment.training.seq_len
     tokenize_and_pack(kept["text"].to_pylist(), tokenizer, seq_len, out, sources=kept["source"].to_pylist())
-    evaluation = world.evaluate("documents_match_upstream")
+    evaluation = world.evaluate("documents_match_upstream", SHARD)
     assert not evaluation.passed
     assert _value(evaluation, "mismatched_shards") == str({SHARD: (documents.num_rows - 1, documents.num_rows)})
-    assert _value(evaluation, "packed_documents") == _documents(world) - 1
+    assert _value(evaluation, "packed_documents") == documents.num_rows - 1
 
 
 def test_documents_match_upstream_fails_when_nothing_is_packed(world: Staged) -> None:
     for index in world.plan.of("token_shards", VARIANT).path.glob("shard-*.json"):
         index.unlink()
-    evaluation = world.evaluate("documents_match_upstream")
+    evaluation = world.evaluate("documents_match_upstream", SHARD)
     assert not evaluation.passed
     assert _value(evaluation, "packed_shards") == 0
+    assert _value(evaluation, "mismatched_shards") == str({SHARD: (None, _documents(world) // 2)})
 
 
 # order_fills_the_token_budget (an order cut short: tests/assets/test_checks.py)
@@ -318,6 +325,7 @@ FAILING_CASES = {
         test_one_trajectory_per_document_fails_on_a_missing_document,
         test_one_trajectory_per_document_fails_on_a_duplicated_document,
         test_one_trajectory_per_document_allows_generation_errors_up_to_five_percent,
+        test_one_trajectory_per_document_fails_on_a_shard_still_to_be_generated,
     ],
     "same_documents_as_the_corpus": [
         test_same_documents_as_the_corpus_fails_on_a_lost_row,

@@ -1,12 +1,15 @@
-"""New data becomes exactly the work it needs: a new corpus file -> a new shard partition -> one run for it."""
+"""New data becomes exactly the work it needs: a new corpus file -> new shard partitions -> runs of shards_per_run."""
 
 import json
 import os
 
 import dagster as dg
 
+from assets import registry
 from assets.partitions import corpus_shards, sync_shard_partitions
+from assets.stage import asset_key
 from pipelines.definitions import build_definitions, default_resources
+from pipelines.private import partition_range_tags, run_partition_range
 from tests.support import resources_at, stage_asset
 from tpt.config import Experiment
 
@@ -20,6 +23,7 @@ def _experiment(embedded: Experiment, folder) -> Experiment:
         "sources": [{"kind": "local", "name": "inbox", "path": str(folder)}],
         "min_chars": 20,
         "documents_per_shard": 2,
+        "shards_per_run": 2,
         "near_dedup": None,  # the test documents differ by a number only: near-duplicates by design
     }
     raw["mixture"] = {}  # natural proportions of the one source
@@ -39,10 +43,15 @@ def _tick(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor:
         return sensor.evaluate_tick(context)
 
 
-def test_a_new_file_becomes_a_new_shard_and_only_that_shard_is_requested(embedded, tmp_path):
+def _covered(request: dg.RunRequest, registered: list[str]) -> list[str]:
+    first, last = run_partition_range(request.tags)
+    return registered[registered.index(first) : registered.index(last) + 1]
+
+
+def test_a_new_file_becomes_new_shards_requested_in_runs_of_shards_per_run(embedded, tmp_path):
     folder = tmp_path / "inbox"
     folder.mkdir()
-    _write(folder, "a.jsonl", 0, 4)
+    _write(folder, "a.jsonl", 0, 6)
     experiment = _experiment(embedded, folder)
     resources = resources_at(tmp_path)
     defs = build_definitions([experiment], resources)
@@ -51,21 +60,68 @@ def test_a_new_file_becomes_a_new_shard_and_only_that_shard_is_requested(embedde
     partitions = corpus_shards(experiment).name
 
     assert dg.materialize([corpus], resources=resources, instance=instance).success
-    assert instance.get_dynamic_partitions(partitions) == ["shard-00000", "shard-00001"]
+    registered = instance.get_dynamic_partitions(partitions)
+    assert registered == ["shard-00000", "shard-00001", "shard-00002"]
     first = _tick(defs, "watched_new_shards", instance, None)
-    assert sorted(r.partition_key for r in first.run_requests) == ["shard-00000", "shard-00001"]
     assert defs.resolve_sensor_def("watched_new_shards").job_name == "watched_shards"
-    assert _tick(defs, "watched_new_shards", instance, first.cursor).run_requests == []  # each shard is requested once
+    # shards_per_run is 2: one run for the first two shards (one engine start), one for the third
+    assert [_covered(r, registered) for r in first.run_requests] == [registered[:2], registered[2:]]
+    assert all(r.partition_key is None for r in first.run_requests)  # ranges, not one run per shard
 
-    _write(folder, "b.jsonl", 4, 2)
+    _write(folder, "b.jsonl", 6, 2)
     watcher = defs.resolve_sensor_def("watched_new_corpus_files")
     assert watcher.job_name == "watched_corpus"
     with dg.build_sensor_context(instance=instance, cursor=None) as context:
         assert len(watcher.evaluate_tick(context).run_requests) == 1
     assert dg.materialize([corpus], resources=resources, instance=instance).success
-    assert instance.get_dynamic_partitions(partitions) == ["shard-00000", "shard-00001", "shard-00002"]
+    registered = instance.get_dynamic_partitions(partitions)
+    assert registered[-1] == "shard-00003"
     second = _tick(defs, "watched_new_shards", instance, first.cursor)
-    assert [r.partition_key for r in second.run_requests] == ["shard-00002"]  # only the new shard's work
+    assert [_covered(r, registered) for r in second.run_requests] == [registered[:2], registered[2:]]
+
+
+def _add_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, first: str, last: str) -> None:
+    tags = {"trigger": "new_shard"} | partition_range_tags(first, last)
+    instance.add_run(dg.DagsterRun(job_name="watched_shards", status=status, tags=tags))
+
+
+def test_shards_without_output_are_asked_for_again_and_shards_in_flight_are_not(embedded, tmp_path):
+    """A failed run does not make its shards finished, so the next tick asks for them again; a queued or running
+    run's shards are left to it; a shard whose per-shard stages all materialized is never asked for."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    _write(folder, "a.jsonl", 0, 10)
+    experiment = _experiment(embedded, folder)
+    resources = resources_at(tmp_path)
+    defs = build_definitions([experiment], resources)
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize(
+        [stage_asset(experiment, "corpus", resources)], resources=resources, instance=instance
+    ).success
+    registered = instance.get_dynamic_partitions(corpus_shards(experiment).name)
+    assert len(registered) == 5
+
+    _add_run(instance, dg.DagsterRunStatus.FAILURE, registered[0], registered[1])  # failed: not in flight
+    _add_run(instance, dg.DagsterRunStatus.STARTED, registered[2], registered[3])  # running
+    for key in new_shards_sensor_assets(experiment):  # shard 4 finished every per-shard stage
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=registered[4]))
+    tick = _tick(defs, "watched_new_shards", instance, None)
+    assert [_covered(r, registered) for r in tick.run_requests] == [registered[:2]]
+    again = _tick(defs, "watched_new_shards", instance, tick.cursor)  # the request above was never launched
+    assert [_covered(r, registered) for r in again.run_requests] == [registered[:2]]
+
+    _add_run(instance, dg.DagsterRunStatus.STARTING, registered[0], registered[1])  # its retry, starting
+    quiet = _tick(defs, "watched_new_shards", instance, again.cursor)
+    assert quiet.run_requests == [] and quiet.skip_message == "no shard without finished output or a run in flight"
+
+
+def new_shards_sensor_assets(experiment: Experiment) -> list[dg.AssetKey]:
+    return [
+        asset_key(experiment, spec.name, variant)
+        for spec in registry.STAGES
+        if spec.partitioning == "shards"
+        for variant in (experiment.variants if spec.per_variant else [None])
+    ]
 
 
 def test_partitions_follow_the_corpus_when_it_shrinks(embedded):

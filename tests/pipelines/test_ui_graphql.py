@@ -68,7 +68,12 @@ def test_backfill_over_every_shard_materializes_each_partition_once(dagster_dev,
         assert found["sequences"] == packed[shard]["n_sequences"] > 0
 
 
-def test_new_shards_sensor_tick_asks_for_one_run_per_shard_without_thinking(dagster_dev, corpus_run, names):
+def _covered(run_tags: dict[str, str], registered: list[str]) -> list[str]:
+    first, last = run_tags["dagster/asset_partition_range_start"], run_tags["dagster/asset_partition_range_end"]
+    return registered[registered.index(first) : registered.index(last) + 1]
+
+
+def test_new_shards_sensor_tick_asks_for_runs_of_shards_without_thinking(dagster_dev, corpus_run, names):
     sensor = selector(sensorName=names.new_shards_sensor)
     thought = {e["partition"] for e in dagster_dev.materializations(names.trajectories)}
     expected = sorted(set(dagster_dev.partition_keys(names.trajectories)) - thought)
@@ -76,7 +81,8 @@ def test_new_shards_sensor_tick_asks_for_one_run_per_shard_without_thinking(dags
 
     tested = dagster_dev.query(SENSOR_DRY_RUN, sensor=sensor)["sensorDryRun"]  # the UI's "Test sensor" button
     requests = tested["evaluationResult"]["runRequests"]
-    assert sorted(tags(r)["dagster/partition"] for r in requests) == expected
+    registered = dagster_dev.partition_keys(names.trajectories)
+    assert sorted(s for r in requests for s in _covered(tags(r), registered)) == expected
 
     started = dagster_dev.query(START_SENSOR, sensor=sensor)["startSensor"]
     assert started["sensorState"]["status"] == "RUNNING", started
@@ -88,9 +94,9 @@ def test_new_shards_sensor_tick_asks_for_one_run_per_shard_without_thinking(dags
     tick = dagster_dev.wait_until(ticked, f"tick of {names.new_shards_sensor} by the daemon", 120)
     assert tick["status"] == "SUCCESS", tick
     runs = tick["runs"]
-    assert sorted(tags(r)["dagster/partition"] for r in runs) == expected
+    assert sorted(s for r in runs for s in _covered(tags(r), registered)) == expected
+    assert len(runs) == len(requests)  # the embedded shards_per_run covers them in one range
     assert {r["jobName"] for r in runs} == {names.shards_job}
-    assert len({tags(r)["dagster/run_key"] for r in runs}) == len(runs)
     assert {r["status"] for r in runs} == {"QUEUED"}  # held by the test instance: no generation is started
 
 

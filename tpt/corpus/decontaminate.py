@@ -8,6 +8,7 @@ checked with one vectorised lookup.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,7 @@ TEST_FIELDS = {
     "mbpp": ("text", "code"),
 }
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+WORD_CACHE = 1 << 18  # distinct words whose hash is kept: tens of megabytes at most
 
 
 def words(text: str) -> list[str]:
@@ -48,7 +50,6 @@ class NgramIndex:
         if n < 1:
             raise ValueError(f"n-gram length must be positive, got {n}")
         self.n = n
-        self._word_hashes: dict[str, int] = {}
         self.items = {name: len(texts) for name, texts in items.items()}
         self.too_short = dict.fromkeys(items, 0)  # items with fewer than n words cannot be checked
         self._labels = list(items)
@@ -102,7 +103,7 @@ class NgramIndex:
     def _grams(self, tokens: list[str]) -> np.ndarray:
         if len(tokens) < self.n:
             return np.empty(0, np.uint64)
-        hashed = np.fromiter((self._word_hash(w) for w in tokens), dtype=np.uint64, count=len(tokens))
+        hashed = np.fromiter((word_hash(w) for w in tokens), dtype=np.uint64, count=len(tokens))
         windows = len(tokens) - self.n + 1
         grams = np.zeros(windows, dtype=np.uint64)
         with np.errstate(over="ignore"):  # arithmetic modulo 2**64 is the point
@@ -110,10 +111,9 @@ class NgramIndex:
                 grams = grams * _MULTIPLIER + hashed[k : k + windows]
         return grams
 
-    def _word_hash(self, word: str) -> int:
-        """Stable across processes (unlike ``hash``), cached since words repeat."""
-        value = self._word_hashes.get(word)
-        if value is None:
-            value = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-            self._word_hashes[word] = value
-        return value
+
+@functools.lru_cache(maxsize=WORD_CACHE)
+def word_hash(word: str) -> int:
+    """Stable across processes (unlike ``hash``); cached since words repeat, in a bounded cache (a web corpus has
+    an unbounded vocabulary: numbers, names, typos), so a worker's memory does not grow with what it has read."""
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")

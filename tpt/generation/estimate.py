@@ -48,6 +48,32 @@ def sample_documents(shards: Mapping[str, pa.Table], n: int) -> pa.Table:
     return docs.take(np.linspace(0, docs.num_rows - 1, n).round().astype(int))
 
 
+def sample_shard_files(shards: Mapping[str, tuple[Path, int]], n: int) -> pa.Table:
+    """The documents ``sample_documents`` picks, read from the shard files (name -> (path, documents)): only the row
+    groups that hold a picked row, and only the columns the prompt needs, so the sample costs n rows, not the
+    corpus."""
+    total = sum(rows for _, rows in shards.values())
+    picks = np.arange(total) if total <= n else np.linspace(0, total - 1, n).round().astype(int)
+    tables, first = [], 0
+    for path, rows in shards.values():
+        local = picks[(picks >= first) & (picks < first + rows)] - first
+        first += rows
+        if local.size:
+            tables.append(_read_rows(path, local))
+    return pa.concat_tables(tables)
+
+
+def _read_rows(path: Path, rows: np.ndarray) -> pa.Table:
+    parquet = pq.ParquetFile(path)
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    starts = np.cumsum([0, *sizes])
+    owner = np.searchsorted(starts, rows, side="right") - 1
+    groups = sorted(set(owner.tolist()))
+    table = parquet.read_row_groups(groups, columns=["doc_id", "source", "text"])
+    before = dict(zip(groups, np.cumsum([0, *(sizes[g] for g in groups)]).tolist(), strict=False))
+    return table.take([before[g] + int(r - starts[g]) for g, r in zip(owner.tolist(), rows, strict=True)])
+
+
 def worker_rate(sample_dir: Path) -> float:
     """Output tokens per second of one engine replica while generating: the shard's engine telemetry where its run
     recorded one, else from the parts' own timings (each part one batch; cache hits were not timed here)."""

@@ -264,7 +264,18 @@ def _part_name(part: pa.Table) -> str:
 def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConfig, placement: WorkerPlacement):
     """Yield one arrow table per finished batch, in completion order."""
     import ray.data
-    from ray.data import ActorPoolStrategy
+
+    configure_data_context(placement)
+    size = generation.batch_size
+    blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
+    dataset = thinking_stage(ray.data.from_arrow(blocks), spec, generation, placement)
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        yield trajectory_batch(batch, spec, generation)
+
+
+def configure_data_context(placement: WorkerPlacement) -> None:
+    """Ray Data settings of a generation run (and a first look that the pool fits the cluster)."""
+    import ray.data
 
     _check_fits(ray.cluster_resources(), placement)
     ctx = ray.data.DataContext.get_current()
@@ -272,34 +283,40 @@ def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConf
     ctx.print_on_execution_start = False
     ctx.memory_usage_poll_interval_s = None  # a USS probe per second per actor costs a 2-core machine ~2% of generation
     ctx.max_errored_blocks = 0  # a block that fails past its retries fails the run: no document silently left out
-    size = generation.batch_size
-    blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
-    source = ray.data.from_arrow(blocks)
+
+
+def thinking_stage(source, spec: EngineSpec, generation: GenerationConfig, placement: WorkerPlacement):
+    """``source`` (a Ray Dataset of doc_id, source, text, shard, request_key) through the engine pool: ray.data.llm's
+    processor on vLLM, else ``ThinkingWorker`` actors; its batches go through ``trajectory_batch``."""
+    from ray.data import ActorPoolStrategy
+
     if spec.engine == "vllm":
         processor = vllm_processor.build(
             spec, generation, placement.workers, placement.cpus_per_worker, placement.gpus_per_worker
         )
         processor.get_stage_by_name("vLLMEngineStage").map_batches_kwargs["max_task_retries"] = BATCH_RETRIES
-        dataset = processor(source)
-    else:
-        dataset = source.map_batches(
-            ThinkingWorker,
-            fn_constructor_kwargs={"spec": spec, "generation": generation},
-            batch_size=size,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(size=placement.workers),
-            num_cpus=placement.cpus_per_worker,
-            num_gpus=placement.gpus_per_worker or None,
-            max_restarts=-1,
-            max_task_retries=BATCH_RETRIES,
-        )
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        if spec.engine == "vllm":
-            batch = vllm_processor.finish_batch(batch, generation)
-        for field in OUTPUT_SCHEMA:  # Ray Data leaves out a column that is null in every row of a block
-            if field.name not in batch.column_names:
-                batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
-        yield batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+        return processor(source)
+    return source.map_batches(
+        ThinkingWorker,
+        fn_constructor_kwargs={"spec": spec, "generation": generation},
+        batch_size=generation.batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=placement.workers),
+        num_cpus=placement.cpus_per_worker,
+        num_gpus=placement.gpus_per_worker or None,
+        max_restarts=-1,
+        max_task_retries=BATCH_RETRIES,
+    )
+
+
+def trajectory_batch(batch: pa.Table, spec: EngineSpec, generation: GenerationConfig) -> pa.Table:
+    """A batch from ``thinking_stage`` in the trajectory schema."""
+    if spec.engine == "vllm":
+        batch = vllm_processor.finish_batch(batch, generation)
+    for field in OUTPUT_SCHEMA:  # Ray Data leaves out a column that is null in every row of a block
+        if field.name not in batch.column_names:
+            batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
+    return batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
 
 
 def _check_fits(cluster: Mapping[str, float], placement: WorkerPlacement) -> None:

@@ -1,4 +1,5 @@
-"""Tokenize + pack one Ray task per corpus shard; each task reads its own parquet, so only paths cross the wire."""
+"""Tokenize + pack one Ray task per corpus shard; each task reads its own parquet, so only paths cross the wire, and
+reserves the memory it was measured to use, so Ray does not start more of them than a node holds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,23 @@ from tpt.errors import InputError
 from tpt.progress import Progress
 from tpt.tokenization.pack import index_path_for, tokenize_and_pack
 
+BATCH_ROWS = 4096
+# What a packing task reserves (Ray's ``memory=``), measured with benchmarks/measure_pack_memory.py: a task's peak
+# RSS above its loaded tokenizer was 5.2x the shard's uncompressed text at 10k documents, 4.6x at 40k (the Arrow
+# table, each document's tokens, the packed array, allocator slack); plus the worker process itself.
+MEMORY_PER_TEXT_BYTE = 6.0
+MEMORY_BASE_BYTES = 768 * 2**20  # the worker with transformers and the tokenizer loaded: 690 MB measured
+
+
+def task_memory(source_parquet: str) -> int:
+    """Bytes a packing task reserves for this shard, from the parquet footer alone (nothing is read)."""
+    meta = pq.read_metadata(source_parquet)
+    names = meta.schema.names
+    text = sum(
+        meta.row_group(i).column(names.index("text")).total_uncompressed_size for i in range(meta.num_row_groups)
+    )
+    return int(MEMORY_BASE_BYTES + MEMORY_PER_TEXT_BYTE * text)
+
 
 @dataclass(frozen=True)
 class PackJob:
@@ -25,7 +43,9 @@ def pack_parquet(job: PackJob, tokenizer_dir: str, seq_len: int) -> dict:
     # Ray reserved one CPU for this task; a tokenizer thread pool per task would oversubscribe the node.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     table = pq.read_table(job.source_parquet, columns=["source", "text"])
-    texts, sources = table["text"].to_pylist(), table["source"].to_pylist()
+    batches = table.to_batches(max_chunksize=BATCH_ROWS)  # Python strings for one batch at a time, not the shard
+    texts = (t for b in batches for t in b.column("text").to_pylist())
+    sources = (s for b in batches for s in b.column("source").to_pylist())
     return tokenize_and_pack(texts, tokenizer_dir, seq_len, job.out_path, sources=sources).as_metadata()
 
 
@@ -45,7 +65,10 @@ def pack_on_ray(
             pending[i] = job
     if pending:
         remote = ray.remote(num_cpus=1)(pack_parquet)
-        refs = {remote.remote(job, tokenizer_dir, seq_len): i for i, job in pending.items()}
+        refs = {
+            remote.options(memory=task_memory(job.source_parquet)).remote(job, tokenizer_dir, seq_len): i
+            for i, job in pending.items()
+        }
         progress = Progress("tokenize+pack shards", len(refs), log, unit="tokens", interval_s=10)
         waiting = list(refs)
         while waiting:

@@ -1,0 +1,231 @@
+"""Thinking for corpus shards given as files: the workers read the documents and write the trajectories.
+
+``generate_shards`` takes tables, so whoever calls it holds every document it asks for. Here the Dagster process
+hands over only the shard paths: Ray Data reads them on the workers (``read_parquet``), a task per block leaves out
+the documents already finished, the engine actors generate, and a task per batch writes that batch's part file
+beside the others. What comes back to the driver is one small row per document (no text), for progress and the
+summaries. Resume, the request cache and ``_SUCCESS.json`` work as in ``shard_runner``: one shard at a time, the
+driver reads ids only (never text), so its memory follows one shard's ids, not the corpus.
+
+A retried write task writes the same part again (its name is the hash of its ids), so a retry does not duplicate a
+document; a batch that Ray re-forms differently after a failure could, which the one_trajectory_per_document check
+would then report for its shard.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tpt.atomic import read_json, write_json, write_parquet
+from tpt.config import GenerationConfig
+from tpt.generation.engines import EngineSpec, engine_version
+from tpt.generation.requests import index_root, record_part, request_keys
+from tpt.generation.shard_runner import (
+    SUCCESS,
+    TIMES,
+    EngineFailedError,
+    ModelNotFoundError,
+    PlacementError,
+    ShardSummary,
+    WorkerPlacement,
+    _copy_cache_hits,
+    _part_name,
+    _root_cause,
+    _split_by_shard,
+    configure_data_context,
+    summarize,
+    thinking_stage,
+    trajectory_batch,
+)
+from tpt.generation.telemetry import measure
+
+SUMMARY_COLUMNS = ["finish_reason", "prompt_tokens", "output_tokens"]
+# All the driver sees of a generated document: its shard, part file and request key (for the request index), its
+# finish reason, length and timestamps (for progress and the engine telemetry). No text.
+RETURNED = ["shard", "part", "request_key", "finish_reason", "output_tokens", *TIMES]
+
+
+def shard_ids(shard_dir: Path, columns: Sequence[str] = ("doc_id",)) -> pa.Table | None:
+    """The given columns of a shard's finished trajectories (its part files), or None before the first part."""
+    for stale in shard_dir.glob(".part-*.tmp"):  # a write cut short by a kill; its batch is simply redone
+        stale.unlink()
+    parts = sorted(shard_dir.glob("part-*.parquet"))
+    if not parts:
+        return None
+    return pa.concat_tables([pq.read_table(p, columns=list(columns)) for p in parts], promote_options="permissive")
+
+
+def generate_shard_files(
+    corpus_dir: Path,
+    shards: Sequence[str],
+    out_dir: Path,
+    spec: EngineSpec,
+    generation: GenerationConfig,
+    placement: WorkerPlacement,
+    log: Callable[[str], None],
+    *,
+    cache_root: Path | None = None,
+    progress_interval_s: float = 15.0,
+) -> dict[str, ShardSummary]:
+    """Thinking for every document of ``corpus_dir/<shard>.parquet`` (columns doc_id, source, text), written under
+    ``out_dir/<shard>`` by the workers; the same summaries as ``generate_shards``."""
+    started = time.perf_counter()
+    finished = {
+        s: ShardSummary.from_dict(read_json(out_dir / s / SUCCESS)) for s in shards if (out_dir / s / SUCCESS).exists()
+    }
+    before, hits, todo, sizes = {}, Counter(), {}, {}
+    version = engine_version(spec.engine)
+    for shard in (s for s in shards if s not in finished):  # one shard's ids at a time
+        path = corpus_dir / f"{shard}.parquet"
+        sizes[shard] = pq.read_metadata(path).num_rows
+        done = shard_ids(out_dir / shard)
+        before[shard] = done.num_rows if done is not None else 0
+        docs = pq.read_table(path, columns=["doc_id", "source"])
+        if done is not None:
+            docs = docs.filter(pc.invert(pc.is_in(docs["doc_id"], done["doc_id"].combine_chunks())))
+        if cache_root is not None and docs.num_rows:
+            keys = request_keys(docs["doc_id"].to_pylist(), generation, version)
+            asked = docs.append_column("shard", pa.array([shard] * docs.num_rows, pa.string()))
+            found, _ = _copy_cache_hits(asked.append_column("request_key", pa.array(keys)), out_dir, cache_root)
+            hits[shard] = found[shard]
+        todo[shard] = docs.num_rows - hits[shard]
+    total = sum(sizes.values())
+    done_already = sum(before.values()) + sum(hits.values())
+    log(
+        f"thinking: {len(shards)} shards ({len(finished)} finished earlier), {total} documents to cover: "
+        f"{done_already} done or cached, {sum(todo.values())} to generate (read and written on the workers)"
+    )
+    generated: Counter = Counter()
+    out_tokens = 0
+    written: list[pa.Table] = []  # this run's rows, timestamps only: the telemetry's input
+    index = index_root(out_dir, cache_root)
+    pending = [s for s, n in todo.items() if n]
+    if pending:
+        from tpt.progress import Progress
+
+        if spec.model.startswith(("/", ".")) and not Path(spec.model).exists():
+            raise ModelNotFoundError(f"the thinking model folder {spec.model} does not exist")
+        progress = Progress("thinking", total, log, unit="output tok", interval_s=progress_interval_s)
+        progress.done = done_already
+        try:
+            for batch in _run_on_files(corpus_dir, pending, out_dir, spec, generation, placement):
+                written.append(batch.select(["finish_reason", "output_tokens", *TIMES]))
+                for part in pc.unique(batch["part"]).to_pylist():
+                    rows = batch.filter(pc.equal(batch["part"], part))
+                    if index is not None:  # the driver indexes what the workers wrote: keys, not text
+                        record_part(index, Path(part), rows)
+                    generated[rows["shard"][0].as_py()] += rows.num_rows
+                n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
+                out_tokens += n_out
+                errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
+                progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
+        except (PlacementError, ModelNotFoundError):
+            raise
+        except Exception as exc:  # Ray wraps worker failures in many types; all end the run the same way
+            raise EngineFailedError(
+                f"the {spec.engine} workers failed ({_root_cause(exc)}); the {sum(generated.values())} documents "
+                "finished in this run are kept, and a rerun resumes after them"
+            ) from exc
+    wall = time.perf_counter() - started
+    rate = out_tokens / wall if out_tokens else 0.0
+    telemetry = (
+        measure(pa.concat_tables(written), placement.workers, wall, placement.gpus_per_worker, spec.max_num_seqs)
+        if written
+        else None
+    )
+    summaries = dict(finished)
+    for shard in before:
+        table = shard_ids(out_dir / shard, SUMMARY_COLUMNS)
+        summary = summarize(shard, table, generated[shard], before[shard], hits[shard], wall, rate, telemetry)
+        if summary.documents >= sizes[shard]:
+            write_json(out_dir / shard / SUCCESS, summary.as_dict())
+        summaries[shard] = summary
+    return {s: summaries[s] for s in shards}
+
+
+def _run_on_files(
+    corpus_dir: Path,
+    shards: list[str],
+    out_dir: Path,
+    spec: EngineSpec,
+    generation: GenerationConfig,
+    placement: WorkerPlacement,
+):
+    """Yield the small rows of every written batch, in completion order."""
+    import ray.data
+
+    configure_data_context(placement)
+    paths = [str(corpus_dir / f"{s}.parquet") for s in shards]
+    documents = ray.data.read_parquet(paths, columns=["doc_id", "source", "text"], include_paths=True)
+    pending = documents.map_batches(
+        _pending_rows,
+        fn_kwargs={
+            "out_dir": str(out_dir),
+            "generation": generation,
+            "engine": engine_version(spec.engine),
+            "run": uuid.uuid4().hex,  # worker processes outlive a run: what they remember is per run
+        },
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=0.25,  # reading ids and hashing: light beside the engine actors, which must still get their CPUs
+    )
+    written = thinking_stage(pending, spec, generation, placement).map_batches(
+        _write_parts,
+        fn_kwargs={"out_dir": str(out_dir), "spec": spec, "generation": generation},
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=0.25,
+    )
+    yield from written.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _finished_ids(shard_dir: str, run: str) -> pa.Array:
+    """The ids a shard had finished when this worker process first looked in this run (documents of a run come
+    once, so a later look would not change what is left out)."""
+    done = shard_ids(Path(shard_dir))
+    return done["doc_id"].combine_chunks() if done is not None else pa.array([], pa.string())
+
+
+def _pending_rows(batch: pa.Table, out_dir: str, generation: GenerationConfig, engine: str, run: str) -> pa.Table:
+    """The block's documents not yet finished, with their shard and request key (the engine's input)."""
+    shards = pc.replace_substring_regex(batch["path"], r"^.*/([^/]+)\.parquet$", r"\1")
+    batch = batch.drop_columns(["path"]).append_column("shard", shards)
+    keep = np.ones(batch.num_rows, dtype=bool)
+    for shard in pc.unique(shards).to_pylist():
+        done = _finished_ids(str(Path(out_dir) / shard), run)
+        if len(done):
+            mask = pc.and_(pc.equal(shards, shard), pc.is_in(batch["doc_id"], done)).to_numpy(zero_copy_only=False)
+            keep &= ~mask
+    batch = batch.filter(pa.array(keep))
+    keys = request_keys(batch["doc_id"].to_pylist(), generation, engine)
+    return batch.append_column("request_key", pa.array(keys, pa.string()))
+
+
+def _write_parts(batch: pa.Table, out_dir: str, spec: EngineSpec, generation: GenerationConfig) -> pa.Table:
+    """Write a generated batch as one part per shard (atomic, named by its ids, so a retried batch rewrites the
+    same file); return what the driver counts."""
+    batch = trajectory_batch(batch, spec, generation)
+    returned = []
+    for shard, part in _split_by_shard(batch):
+        path = Path(out_dir) / shard / f"part-{_part_name(part)}.parquet"
+        write_parquet(path, part)
+        returned.append(part.append_column("part", pa.array([str(path)] * part.num_rows, pa.string())))
+    return pa.concat_tables(returned).select(RETURNED) if returned else _empty_returned()
+
+
+def _empty_returned() -> pa.Table:
+    from tpt.generation.worker import OUTPUT_SCHEMA
+
+    schema = pa.schema([OUTPUT_SCHEMA.field(c) if c != "part" else pa.field("part", pa.string()) for c in RETURNED])
+    return schema.empty_table()
