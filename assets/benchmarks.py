@@ -33,12 +33,15 @@ def benchmark_scores(run: StageRun) -> StageResult:
             backend=evaluator.backend,
             device=evaluator.resolved_device(),
             sandbox_workers=evaluator.sandbox_workers,
+            gold=evaluation.gold,
+            gold_limit=evaluation.gold_limit,
             log=run.log,
         )
         reused = False
     else:
         reused = True
     result = finished.benchmarks[benchmark]
+    gold = result.gold
     key = {"experiment": run.experiment.name, "variant": run.instance.variant, "benchmark_scores_version": out.version}
     key |= {"benchmark": benchmark}
     scores = [
@@ -47,6 +50,11 @@ def benchmark_scores(run: StageRun) -> StageResult:
         | {"n_samples": result.n_samples, "primary_metric": metric == result.primary_metric}
         | {"task_version": str(result.task_version)}
         for metric, v in result.metrics.items()
+    ] + [
+        key
+        | {"scale": run.instance.scale, "metric": metric, "value": v.value, "stderr": v.stderr}
+        | {"n_samples": gold.n_items, "primary_metric": False, "task_version": str(gold.task_version)}
+        for metric, v in (gold.metrics.items() if gold else [])
     ]
     samples = [
         key
@@ -65,6 +73,17 @@ def benchmark_scores(run: StageRun) -> StageResult:
         "test_set_docs": result.n_docs,
         "test_set_source": result.data.source,
         "test_set_lines_skipped": result.data.skipped,
+        **(
+            {
+                "gold_bpb": gold.bpb.value,
+                "gold_bpb_stderr": gold.bpb.stderr,
+                "gold_items": gold.n_items,
+                "gold_items_without_gold_skipped": gold.skipped_no_gold,
+                "gold_s_per_item": round(gold.wall_s / max(1, gold.n_items), 4),
+            }
+            if gold
+            else {}
+        ),
         "shots": result.num_fewshot,
         "task_version": str(result.task_version),
         "backend": finished.backend,
@@ -73,7 +92,10 @@ def benchmark_scores(run: StageRun) -> StageResult:
         "checkpoint": str(checkpoint.path / "final"),
         "checkpoint_version": checkpoint.version,
     }
-    metrics = [{"metric": m, "value": v.value, "stderr": v.stderr} for m, v in result.metrics.items()]
+    metrics = [
+        {"metric": m, "value": v.value, "stderr": v.stderr}
+        for m, v in [*result.metrics.items(), *(gold.metrics.items() if gold else [])]
+    ]
     lineage = [
         {"stage": f"[{o.stage}{'_' + o.variant if o.variant else ''}]({ui_link(run.experiment, o)})"}
         | {"version": o.version, "depth": depth}
@@ -88,6 +110,7 @@ def benchmark_scores(run: StageRun) -> StageResult:
             "scores",
             {m: (v.value, v.stderr) for m, v in result.metrics.items()},
             [s.generation for s in result.samples],
+            [(i.doc_id, i.bpb) for i in gold.items] if gold else None,
         ),
         extra_metadata={
             "metrics": markdown_table(metrics),
@@ -115,7 +138,7 @@ def upstream_outputs(outputs: Outputs, output: Output) -> list[tuple[Output, int
 
 STAGE = Stage(
     name="benchmark_scores",
-    revision=1,
+    revision=2,  # 2: the continuous metric (gold bits per byte)
     own=_own,
     reads=(Read("checkpoint"),),
     partitioning="cells",
@@ -124,7 +147,8 @@ STAGE = Stage(
     job="benchmarks",
     kinds=frozenset({"lm_eval"}),
     accelerator=True,
-    description="lm-eval-harness score of each {variant} checkpoint, one partition per (scale, benchmark) (offline "
-    "test sets; generated code runs only in the sandbox).",
+    description="lm-eval-harness score of each {variant} checkpoint, one partition per (scale, benchmark): the "
+    "benchmark's own metric and the gold solution's bits per byte after the few-shot prompt (offline test sets; "
+    "generated code runs only in the sandbox).",
     compute=benchmark_scores,
 )
