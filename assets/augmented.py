@@ -57,8 +57,10 @@ STAGE = Stage(
     own=_own,
     reads=(Read("corpus"), Read("thinking_trajectories")),
     partitioning="shards",
+    per_variant="tpt",
     job="shards",
     kinds=frozenset({"python", "parquet"}),
-    description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard.",
+    description="x = [d; t]: every document followed by the {variant} variant's thinking, one parquet shard per "
+    "corpus shard.",
     compute=augmented_documents,
 )

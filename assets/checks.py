@@ -25,11 +25,9 @@ RESOURCES = {"storage", *SETTINGS_RESOURCES}
 
 
 def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
-    checks = [
-        _corpus_ids_unique(experiment),
-        _every_document_has_thinking(experiment),
-        _augmented_rows_match_corpus(experiment),
-    ]
+    checks = [_corpus_ids_unique(experiment)]
+    for variant in experiment.tpt_variants:
+        checks += [_every_document_has_thinking(experiment, variant), _augmented_rows_match_corpus(experiment, variant)]
     if experiment.corpus.decontamination is not None:
         checks.append(_corpus_decontaminated(experiment))
     for variant in experiment.variants:
@@ -107,9 +105,9 @@ def _corpus_decontaminated(experiment: Experiment) -> dg.AssetChecksDefinition:
     return check
 
 
-def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefinition:
+def _every_document_has_thinking(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=asset_key(experiment, "thinking_trajectories"),
+        asset=asset_key(experiment, "thinking_trajectories", variant),
         name="one_trajectory_per_document",
         required_resource_keys=RESOURCES,
     )
@@ -118,7 +116,7 @@ def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefini
         corpus, manifest = _manifest(outputs)
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        thinking = outputs.of("thinking_trajectories").path
+        thinking = outputs.of("thinking_trajectories", variant).path
         finished = [s for s in manifest.shard_names if (thinking / s / SUCCESS).exists()]
         rows = errors = missing = duplicated = 0
         for shard in finished:  # shards still to be backfilled are not wrong, only not done
@@ -145,9 +143,9 @@ def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefini
     return check
 
 
-def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefinition:
+def _augmented_rows_match_corpus(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=asset_key(experiment, "augmented_documents"),
+        asset=asset_key(experiment, "augmented_documents", variant),
         name="same_documents_as_the_corpus",
         required_resource_keys=RESOURCES,
     )
@@ -156,7 +154,7 @@ def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefini
         corpus, manifest = _manifest(outputs)
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
-        augmented = outputs.of("augmented_documents").path
+        augmented = outputs.of("augmented_documents", variant).path
         written = [s for s in manifest.shard_names if (augmented / f"{s}.parquet").exists()]
         mismatched, missing_columns = [], set()
         for shard in written:

@@ -35,7 +35,7 @@ def test_missing_model_path_fails_in_one_line_and_keeps_the_finished_corpus(embe
     corpus = stage_asset(experiment, "corpus", resources)
     with dg.DagsterInstance.ephemeral() as instance:
         failed = dg.materialize(
-            [corpus, stage_asset(experiment, "thinking_model", resources)],
+            [corpus, stage_asset(experiment, "thinking_model", resources, "tpt")],
             resources=resources,
             instance=instance,
             raise_on_error=False,

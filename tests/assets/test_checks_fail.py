@@ -116,11 +116,11 @@ def test_contamination_over_the_limit_blocks_the_corpus_run(world: Staged) -> No
 
 
 def _rewrite_thinking(world: Staged, table: pa.Table, shard: str = SHARD) -> None:
-    write_finished_shard(world.plan.of("thinking_trajectories").path / shard, table)
+    write_finished_shard(world.plan.of("thinking_trajectories", "tpt").path / shard, table)
 
 
 def _thinking(world: Staged, shard: str = SHARD) -> pa.Table:
-    return read_trajectories(world.plan.of("thinking_trajectories").path / shard)
+    return read_trajectories(world.plan.of("thinking_trajectories", "tpt").path / shard)
 
 
 def test_one_trajectory_per_document_fails_on_a_missing_document(world: Staged) -> None:
@@ -159,7 +159,7 @@ def test_one_trajectory_per_document_allows_generation_errors_up_to_five_percent
 def test_one_trajectory_per_document_ignores_shards_still_to_be_generated(world: Staged) -> None:
     """A shard without ``_SUCCESS.json`` is not wrong, only not done: its partial rows are not judged."""
     shard = "shard-00001"
-    path = world.plan.of("thinking_trajectories").path / shard
+    path = world.plan.of("thinking_trajectories", "tpt").path / shard
     write_parquet(path / "part-00000.parquet", _thinking(world, shard).slice(0, 3))
     (path / SUCCESS).unlink()
     evaluation = world.evaluate("one_trajectory_per_document")
@@ -171,7 +171,7 @@ def test_one_trajectory_per_document_ignores_shards_still_to_be_generated(world:
 
 
 def test_same_documents_as_the_corpus_fails_on_a_lost_row(world: Staged) -> None:
-    path = world.plan.of("augmented_documents").path / f"{SHARD}.parquet"
+    path = world.plan.of("augmented_documents", "tpt").path / f"{SHARD}.parquet"
     augmented = pq.read_table(path)
     write_parquet(path, augmented.slice(0, augmented.num_rows - 1))
     evaluation = world.evaluate("same_documents_as_the_corpus")
@@ -180,7 +180,7 @@ def test_same_documents_as_the_corpus_fails_on_a_lost_row(world: Staged) -> None
 
 
 def test_same_documents_as_the_corpus_fails_on_a_missing_column(world: Staged) -> None:
-    path = world.plan.of("augmented_documents").path / f"{SHARD}.parquet"
+    path = world.plan.of("augmented_documents", "tpt").path / f"{SHARD}.parquet"
     write_parquet(path, pq.read_table(path).drop_columns(["has_thinking"]))
     evaluation = world.evaluate("same_documents_as_the_corpus")
     assert not evaluation.passed

@@ -43,8 +43,8 @@ def test_an_item_without_gold_is_left_out_and_counted(tiny_checkpoint: Path, tmp
     folder = tmp_path / "sets"
     folder.mkdir()
     docs = [
-        {"task_id": f"T/{i}", "prompt": f"def f{i}():\n", "canonical_solution": solution, "test": "", "entry_point": "f"}
-        for i, solution in enumerate(["    return 1\n", "", "    return 3\n"])
+        {"task_id": f"T/{i}", "prompt": f"def f{i}():\n", "canonical_solution": gold, "test": "", "entry_point": "f"}
+        for i, gold in enumerate(["    return 1\n", "", "    return 3\n"])
     ]
     (folder / "humaneval.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     run = run_benchmarks(
