@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import json
 import math
 import os
 import time
@@ -26,7 +25,7 @@ from tpt.devices import vllm_device_args
 from tpt.errors import InputError
 from tpt.evaluation import code_metric
 from tpt.evaluation.data import Source, TestSet, prepare_test_sets
-from tpt.evaluation.gold import has_gold
+from tpt.evaluation.gold import Selection, select_items
 from tpt.evaluation.math_metric import extracted_answer
 from tpt.evaluation.sandbox import DEFAULT_LIMITS, SandboxLimits, probe
 from tpt.evaluation.tasks import TASK_NAMES, write_task_dir
@@ -87,6 +86,7 @@ class GoldResult:
     task_version: float | str
     wall_s: float
     items: list[GoldItem] = field(repr=False)
+    skipped_too_long: int = 0  # gold continuations longer than the model's context, left out
 
     @property
     def bpb(self) -> MetricValue:
@@ -280,7 +280,7 @@ def _benchmark_result(
     )
 
 
-def _gold_result(task: str, results: dict[str, Any], skipped: int, wall: float) -> GoldResult:
+def _gold_result(task: str, results: dict[str, Any], selection: Selection, wall: float) -> GoldResult:
     metrics = _metrics(results["results"][task])
     if GOLD_PRIMARY not in metrics:
         raise EvaluationError(f"{task}: lm-eval reported no {GOLD_PRIMARY} (got {sorted(metrics)})")
@@ -297,17 +297,12 @@ def _gold_result(task: str, results: dict[str, Any], skipped: int, wall: float) 
         task=task,
         metrics=metrics,
         n_items=int(results["n-samples"][task]["effective"]),
-        skipped_no_gold=skipped,
+        skipped_no_gold=selection.no_gold,
+        skipped_too_long=selection.too_long,
         task_version=results["versions"][task],
         wall_s=round(wall, 3),
         items=sorted(items, key=lambda i: i.doc_id),
     )
-
-
-def _no_gold(benchmark: str, test_set: TestSet) -> int:
-    """Test items the continuous metric leaves out (no gold solution), counted from the file the task reads."""
-    lines = test_set.path.read_text(encoding="utf-8").splitlines()
-    return sum(not has_gold(benchmark, json.loads(line)) for line in lines if line.strip())
 
 
 def _release(lm: Any) -> None:
@@ -321,13 +316,18 @@ def _release(lm: Any) -> None:
 def _gold(lm: Any, manager: Any, task: str, limit: int | None, test_set: TestSet, log: Callable) -> GoldResult:
     from lm_eval import simple_evaluate
 
-    skipped = _no_gold(test_set.benchmark, test_set)
+    selection = select_items(
+        test_set.benchmark, test_set.path, lambda text: len(lm.tok_encode(text)), lm.max_length, limit
+    )
+    if not selection.kept:
+        raise EvaluationError(f"{task}: no item has a gold solution that fits the model's context ({selection})")
     t0 = time.monotonic()
-    raw = simple_evaluate(model=lm, tasks=[task], limit=limit, log_samples=True, task_manager=manager)
-    found = _gold_result(task, raw, skipped, time.monotonic() - t0)
+    raw = simple_evaluate(model=lm, tasks=[task], log_samples=True, task_manager=manager)
+    found = _gold_result(task, raw, selection, time.monotonic() - t0)
     log(
         f"{task}: bits per byte {found.bpb.value:.4f} +/- {found.bpb.stderr or 0:.4f} on {found.n_items} items "
-        f"in {found.wall_s:.1f}s ({found.wall_s / max(1, found.n_items):.3f} s/item; {skipped} without gold skipped)"
+        f"in {found.wall_s:.1f}s ({found.wall_s / max(1, found.n_items):.3f} s/item; skipped: {selection.no_gold} "
+        f"without gold, {selection.too_long} longer than the context)"
     )
     return found
 

@@ -20,7 +20,7 @@ import yaml
 
 from tpt.atomic import write_atomic
 from tpt.errors import InputError
-from tpt.evaluation.gold import DELIMITERS
+from tpt.evaluation.gold import DELIMITERS, gold_file
 
 TASK_VERSION = 1.0  # bump when a generated config changes in a way that can change scores
 TASK_NAMES = {"gsm8k": "tpt_gsm8k", "math": "tpt_math", "humaneval": "tpt_humaneval", "mbpp": "tpt_mbpp"}
@@ -38,10 +38,10 @@ from tpt.evaluation.code_metric import (  # noqa: F401
 )
 from tpt.evaluation.math_metric import math_process_docs, math_process_results  # noqa: F401
 from tpt.evaluation.gold import (  # noqa: F401
-    gsm8k_gold_docs, gsm8k_gold_results, gsm8k_gold_target,
-    humaneval_gold_docs, humaneval_gold_results, humaneval_gold_target,
-    math_gold_docs, math_gold_results, math_gold_target,
-    mbpp_gold_docs, mbpp_gold_results, mbpp_gold_target,
+    gsm8k_gold_results, gsm8k_gold_target,
+    humaneval_gold_results, humaneval_gold_target,
+    math_gold_results, math_gold_target,
+    mbpp_gold_results, mbpp_gold_target,
 )
 '''
 
@@ -203,7 +203,8 @@ def task_config(benchmark: str, data_path: Path, *, max_gen_toks: int, cache_dir
 
 
 def gold_task_config(benchmark: str, data_path: Path, *, cache_dir: Path) -> dict[str, Any]:
-    """The continuous metric's task: the generative task's prompt and few-shot exemplars, then one
+    """The continuous metric's task over ``data_path`` (the items ``gold.select_items`` chose): the generative
+    task's prompt and few-shot exemplars, then one
     ``loglikelihood`` request for the gold solution (``tpt.evaluation.gold``), scored as bits per byte and
     log-probability, each averaged over items (lm-eval's mean and its standard error)."""
     generative = task_config(benchmark, data_path, max_gen_toks=1, cache_dir=cache_dir)
@@ -211,7 +212,6 @@ def gold_task_config(benchmark: str, data_path: Path, *, cache_dir: Path) -> dic
     return {k: generative[k] for k in kept if k in generative} | {
         "task": GOLD_TASK_NAMES[benchmark],
         "output_type": "loglikelihood",
-        "process_docs": _hook(f"{benchmark}_gold_docs"),
         "doc_to_target": _hook(f"{benchmark}_gold_target"),
         "target_delimiter": DELIMITERS[benchmark],
         "process_results": _hook(f"{benchmark}_gold_results"),
@@ -239,7 +239,7 @@ def write_task_dir(
         write_atomic(out / f"{config['task']}.yaml", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         tasks[benchmark], versions[benchmark] = config["task"], config["metadata"]["version"]
         if gold:
-            config = gold_task_config(benchmark, Path(data_path).resolve(), cache_dir=cache_dir)
+            config = gold_task_config(benchmark, gold_file(Path(data_path).resolve()), cache_dir=cache_dir)
             text = yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
             write_atomic(out / f"{config['task']}.yaml", lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
             gold_tasks[benchmark] = config["task"]

@@ -1,5 +1,5 @@
-"""The continuous metric's gold continuations and bits per byte, checked against values worked out by hand, and an
-item without a gold solution left out of a real lm-eval run and counted."""
+"""The continuous metric's gold continuations and bits per byte, checked against values worked out by hand, and
+items without a gold solution or too long for the model left out of a real lm-eval run and counted."""
 
 from __future__ import annotations
 
@@ -39,12 +39,14 @@ def test_gold_task_keeps_the_generative_prompt_and_scores_one_loglikelihood(tmp_
 
 
 @pytest.mark.slow
-def test_an_item_without_gold_is_left_out_and_counted(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_items_without_gold_or_too_long_for_the_model_are_left_out_and_counted(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "sets"
     folder.mkdir()
     docs = [
         {"task_id": f"T/{i}", "prompt": f"def f{i}():\n", "canonical_solution": gold, "test": "", "entry_point": "f"}
-        for i, gold in enumerate(["    return 1\n", "", "    return 3\n"])
+        for i, gold in enumerate(["    return 1\n", "", "    x = 1\n" * 3000, "    return 3\n"])
     ]
     (folder / "humaneval.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     run = run_benchmarks(
@@ -59,7 +61,7 @@ def test_an_item_without_gold_is_left_out_and_counted(tiny_checkpoint: Path, tmp
         log=lambda line: None,
     )
     gold = run.benchmarks["humaneval"].gold
-    assert (gold.n_items, gold.skipped_no_gold) == (2, 1)
+    assert (gold.n_items, gold.skipped_no_gold, gold.skipped_too_long) == (2, 1, 1)  # the model holds 2048 tokens
     assert [i.n_bytes for i in gold.items] == [len("    return 1\n"), len("    return 3\n")]
     for item in gold.items:
         assert item.bpb == pytest.approx(bits_per_byte(item.logprob, "    return 1\n"))
