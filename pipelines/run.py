@@ -1,9 +1,10 @@
 """Materialize an experiment end to end from one command: the corpus first (it registers the shard partitions),
 then the data stages up to the token shards over all shards in one run (so an engine starts once), then one training
-run per scale of the experiment matrix, one run per (scale, benchmark) cell, and the report. Runs are recorded in the
-Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other.
+run per training run of the experiment matrix (scale, or scale and seed), one run per (run, benchmark) cell, and the
+report. Runs are recorded in the Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other. The terminal
+gets one line per Dagster run, the stages' own progress, and a summary with the report's table at the end.
 
-    tpt run embedded            # or: python -m pipelines.run embedded
+    tpt run embedded            # or: python -m pipelines.run embedded (--verbose: Dagster's per-event lines too)
     tpt estimate embedded       # generation cost estimate, before a backfill
     tpt lineage embedded --variant tpt --benchmark gsm8k   # the inputs behind one score, as JSON
     tpt lineage embedded --document <doc_id>               # the scores one document stands behind
