@@ -1,8 +1,9 @@
 """Materialize an experiment end to end from one command: the corpus first (it registers the shard partitions),
-then the data stages up to the token shards over all shards in one run (so an engine starts once), then one training
-run per training run of the experiment matrix (scale, or scale and seed), one run per (run, benchmark) cell, and the
-report. Runs are recorded in the Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other. The terminal
-gets one line per Dagster run, the stages' own progress, and a summary with the report's table at the end.
+then the data stages up to the token shards over all shards in one run (so an engine starts once), then one Dagster
+run per training run of the experiment matrix (scale, or scale and seed), each followed by one run per (run,
+benchmark) cell, and the report. Runs are recorded in the Dagster instance of ``DAGSTER_HOME`` and show in the UI
+like any other. The terminal gets one line per Dagster run, the stages' own progress, and a summary with the
+report's table at the end.
 
     tpt run embedded            # or: python -m pipelines.run embedded (--verbose: Dagster's per-event lines too)
     tpt estimate embedded       # generation cost estimate, before a backfill
@@ -52,7 +53,8 @@ def run_experiment(
     verbose: bool = False,
     say: Callable[[str], None] = lambda line: None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Corpus, generation estimate, data, each scale's training, each score cell, report. A failed corpus or data run
+    """Corpus, generation estimate, data, then each training run followed by its score cells, and the report (so the
+    first seed's scores are in while the next seed trains). A failed corpus or data run
     stops there (a failed estimate does not: it only informs); a failed scale or cell does not stop the others, but
     the report then waits for a complete matrix. ``say`` gets one progress line per run; Dagster's own per-event
     lines reach the terminal only when ``verbose``."""
@@ -82,12 +84,14 @@ def run_experiment(
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
     if not run("data", tags=partition_range_tags(shards[0], shards[-1]), label=f"{len(shards)} shards"):
         return results
-    trained = [scale for scale in experiment.scale_names if run("training", partition_key=scale, label=scale)]
-    scored = [
-        run("benchmarks", partition_key=cell_key(scale, benchmark), label=f"{scale} {benchmark}")
-        for scale in trained
-        for benchmark in experiment.evaluation.benchmarks
-    ]
+    trained, scored = [], []
+    for scale in experiment.scale_names:  # each run's scores as soon as it is trained: early runs answer early
+        if run("training", partition_key=scale, label=scale):
+            trained.append(scale)
+            scored += [
+                run("benchmarks", partition_key=cell_key(scale, benchmark), label=f"{scale} {benchmark}")
+                for benchmark in experiment.evaluation.benchmarks
+            ]
     if len(trained) == len(experiment.scale_names) and all(scored):
         run("report")
     return results
