@@ -62,7 +62,7 @@ def run_experiment(
     release_dead_runs_slots(instance)
     owner = {RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())}
     cells = len(experiment.scale_names) * len(experiment.evaluation.benchmarks)
-    total = 4 + len(experiment.scale_names) + cells
+    total = 3 + bool(experiment.tpt_variants) + len(experiment.scale_names) + cells
     logging = {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}}}
 
     def run(job: str, tags: dict[str, str] | None = None, label: str = "", **kwargs) -> bool:
@@ -80,7 +80,8 @@ def run_experiment(
 
     if not run("corpus"):
         return results
-    run("generation_estimate")
+    if experiment.tpt_variants:  # a vanilla-only experiment generates nothing
+        run("generation_estimate")
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
     if not run("data", tags=partition_range_tags(shards[0], shards[-1]), label=f"{len(shards)} shards"):
         return results
