@@ -33,8 +33,14 @@ def generation_cost_estimate(run: StageRun) -> StageResult:
     reused = (out / SAMPLE_SHARD / SUCCESS).exists()
     if not reused:
         run.resources.ray_cluster.ensure(RayAsk.for_generator(generator))
-    generate_shards(
-        {SAMPLE_SHARD: sample}, out, generator.engine_spec(generation), generation, generator.placement(), run.log
+    generate_shards(  # indexed under the artifact root, so the real run copies these documents, not regenerates them
+        {SAMPLE_SHARD: sample},
+        out,
+        generator.engine_spec(generation),
+        generation,
+        generator.placement(),
+        run.log,
+        cache_root=run.outputs.root.parent,
     )
     result = estimate(
         read_trajectories(out / SAMPLE_SHARD),
