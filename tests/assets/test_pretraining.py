@@ -52,7 +52,7 @@ def test_the_ray_launcher_reproduces_the_local_launch_through_the_asset(embedded
 
     local = materialize("checkpoint_vanilla", "base", trainer=Trainer(device="cpu"))
     stage = outputs(experiment, base).of("checkpoint", "vanilla", "base")
-    catalog = Catalog(tmp_path / "catalog.duckdb")
+    catalog = Catalog(tmp_path / "catalog")
     curve_sql = "SELECT loss FROM loss_curve WHERE checkpoint_version = ? ORDER BY step"
     local_curve = [r["loss"] for r in catalog.query(curve_sql, [stage.version])]
     for strategy in ("ddp", "fsdp"):
