@@ -99,7 +99,8 @@ def _trajectories(plan: Outputs) -> list[dict]:
     folder = plan.of("thinking_trajectories", "tpt").path
     shards = sorted(p.name for p in folder.iterdir() if p.is_dir())
     rows = [row for s in shards for row in read_trajectories(folder / s).to_pylist()]
-    return sorted(({k: v for k, v in r.items() if k != "batch_wall_s"} for r in rows), key=lambda r: r["doc_id"])
+    timing = {"batch_wall_s", "queued_at", "started_at", "finished_at"}  # when, not what: differs run to run
+    return sorted(({k: v for k, v in r.items() if k not in timing} for r in rows), key=lambda r: r["doc_id"])
 
 
 def _loss_curve(plan: Outputs, variant: str) -> list[float]:
