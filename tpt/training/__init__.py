@@ -1,9 +1,10 @@
 """Pretraining a LLaMA-architecture model on packed token shards: plain torch, no orchestration imports."""
 
 from tpt.training.checkpoint import CheckpointError, training_fingerprint
-from tpt.training.loop import TrainingInputError, TrainResult, train
+from tpt.training.loop import TrainResult, train
 from tpt.training.memory import MemoryEstimate, ModelTooLargeError, check_fits, memory_estimate, training_memory
 from tpt.training.model import SpecialTokens, build_model, flops_per_token, llama_config, param_count
+from tpt.training.preflight import TrainingInputError
 
 __all__ = [
     "CheckpointError",

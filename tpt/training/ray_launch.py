@@ -25,7 +25,8 @@ from tpt.config import TrainingConfig
 from tpt.errors import InputError
 from tpt.tokenization import PackedShards
 from tpt.tokenization.mixture import ResolvedMixture
-from tpt.training.loop import DataParallel, StepCallback, preflight, train
+from tpt.training.loop import DataParallel, StepCallback, train
+from tpt.training.preflight import preflight
 
 LOG_FILE = "train.log"
 

@@ -2,6 +2,7 @@
 batch, and a worker killed mid-run is replaced within the same fit, the run repeating the uninterrupted curve."""
 
 import os
+import shutil
 import signal
 
 import pytest
@@ -87,3 +88,12 @@ def test_a_killed_worker_is_replaced_and_the_run_repeats_the_uninterrupted_curve
     assert result["resumed_from_step"] == 3
     assert "resuming from" in (out / LOG_FILE).read_text()
     assert result["losses"] == unbroken["losses"]  # bit for bit: same ranks, same reductions, restored state
+
+
+def test_a_ddp_checkpoint_resumes_in_one_process(tmp_path, ddp_run, shard, tokenizer_dir):
+    """2 DDP ranks -> 1 process: the checkpoint's parts, spread over two ranks' files, load into one model."""
+    unbroken, out, _ = ddp_run
+    shutil.copytree(out / "checkpoints" / "step-00000003", tmp_path / "checkpoints" / "step-00000003")
+    one = train(CONFIG, PackedShards([shard]), tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None)
+    assert one.resumed_from_step == 3 and one.losses[:3] == unbroken["losses"][:3]
+    assert max(abs(a - b) for a, b in zip(one.losses, unbroken["losses"], strict=True)) < TOLERANCE
