@@ -11,10 +11,10 @@ import pyarrow as pa
 from assets.stage import StageResult, StageRun, markdown_table, png_markdown
 from resources.ray_cluster import RayAsk
 from tpt.config import Experiment, GenerationConfig
-from tpt.corpus.build import load_manifest, read_shard
+from tpt.corpus.build import load_manifest
 from tpt.generation.estimate import estimate
-from tpt.generation.shard_files import shard_ids
-from tpt.generation.shard_runner import SUCCESS, ShardSummary, generate_shards
+from tpt.generation.shard_files import generate_shard_files, shard_ids
+from tpt.generation.shard_runner import SUCCESS, ShardSummary
 from tpt.generation.telemetry import EngineTelemetry
 from tpt.plots import histogram
 from tpt.stages import Instance, Read, Stage
@@ -33,14 +33,12 @@ def thinking_trajectories(run: StageRun) -> StageResult:
     pending = [s for s in run.shards if not (out.path / s / SUCCESS).exists()]
     if pending:
         run.resources.ray_cluster.ensure(RayAsk.for_generator(generator))
-    # The driver-side path (generate_shards): generate_shard_files's reads on the workers can wait forever for a CPU
-    # while the engine actor holds every CPU of a small cluster (the embedded default), so it is not used here yet.
-    generation = run.experiment.generation_for(run.instance.variant)
-    summaries = generate_shards(
-        {s: read_shard(corpus.path, s) for s in run.shards},
+    summaries = generate_shard_files(
+        corpus.path,
+        run.shards,
         out.path,
-        generator.engine_spec(generation),
-        generation,
+        generator.engine_spec(run.experiment.generation_for(run.instance.variant)),
+        run.experiment.generation_for(run.instance.variant),
         generator.placement(),
         run.log,
         cache_root=run.outputs.root.parent,

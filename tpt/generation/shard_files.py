@@ -166,7 +166,8 @@ def _run_on_files(
 
     configure_data_context(placement)
     paths = [str(corpus_dir / f"{s}.parquet") for s in shards]
-    documents = ray.data.read_parquet(paths, columns=["doc_id", "source", "text"], include_paths=True)
+    light = _light_tasks(placement)
+    documents = ray.data.read_parquet(paths, columns=["doc_id", "source", "text"], include_paths=True, **light)
     pending = documents.map_batches(
         _pending_rows,
         fn_kwargs={
@@ -177,16 +178,24 @@ def _run_on_files(
         },
         batch_format="pyarrow",
         batch_size=None,
-        num_cpus=0.25,  # reading ids and hashing: light beside the engine actors, which must still get their CPUs
+        **light,
     )
     written = thinking_stage(pending, spec, generation, placement).map_batches(
         _write_parts,
         fn_kwargs={"out_dir": str(out_dir), "spec": spec, "generation": generation},
         batch_format="pyarrow",
         batch_size=None,
-        num_cpus=0.25,
+        **light,
     )
     yield from written.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0)
+
+
+def _light_tasks(placement: WorkerPlacement) -> dict:
+    """Ray arguments of the reads, the pending-document filter and the part writes. They reserve no CPU: the
+    engine actors may hold every CPU of the cluster (the embedded default's one actor takes both cores), and a read
+    that waits for a CPU slot an actor never frees waits forever. Their number is capped instead (two per engine
+    worker keep the actors fed), and Ray Data's object-store backpressure bounds the blocks in flight."""
+    return {"num_cpus": 0, "concurrency": max(2, 2 * placement.workers)}
 
 
 @functools.lru_cache(maxsize=8)
