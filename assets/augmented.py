@@ -48,10 +48,11 @@ STAGE = Stage(
     own=_own,
     reads=(Read("corpus"), Read("thinking_trajectories")),
     partitioning="shards",
+    per_variant="tpt",
     resources=("ray_cluster",),
     job="shards",
     kinds=frozenset({"ray", "parquet"}),
-    description="x = [d; t]: every document followed by its thinking, one parquet shard per corpus shard (an Arrow "
-    "join in a Ray task per shard).",
+    description="x = [d; t]: every document followed by the {variant} variant's thinking, one parquet shard per "
+    "corpus shard (an Arrow join in a Ray task per shard).",
     compute=augmented_documents,
 )

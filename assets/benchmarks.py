@@ -3,7 +3,7 @@ checkpoint on one benchmark, so a new benchmark or a new checkpoint computes onl
 
 from assets.stage import StageResult, StageRun, markdown_table, ui_link
 from tpt.config import Experiment
-from tpt.evaluation.runner import BenchmarkResult, EvaluationRun, run_benchmarks
+from tpt.evaluation.runner import EvaluationRun, run_benchmarks
 from tpt.stages import Instance, Output, Outputs, Read, Stage
 from tpt.versioning import content_hash, versioned_fields
 
@@ -18,59 +18,43 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 
 def benchmark_scores(run: StageRun) -> StageResult:
     out, benchmark, checkpoint = run.output, run.instance.benchmark, run.input("checkpoint")
-    finished = EvaluationRun.load(out.path)
-    reused = finished is not None
-    if finished is None:
-        finished = _evaluate(run, checkpoint, benchmark)
-    result = finished.benchmarks[benchmark]
-    metrics = [{"metric": m, "value": v.value, "stderr": v.stderr} for m, v in result.metrics.items()]
-    lineage = [
-        {"stage": f"[{o.stage}{'_' + o.variant if o.variant else ''}]({ui_link(run.experiment, o)})"}
-        | {"version": o.version, "depth": depth}
-        for o, depth in upstream_outputs(run.outputs, out)
-    ]
-    command = f"tpt lineage {run.experiment.name} --variant {run.instance.variant} --scale {run.instance.scale} "
-    scored = {m: (v.value, v.stderr) for m, v in result.metrics.items()}
-    return StageResult(
-        reused,
-        _figures(run, finished, result, checkpoint),
-        rows=_rows(run, result),
-        content_version=content_hash("scores", scored, [s.generation for s in result.samples]),
-        extra_metadata={
-            "metrics": markdown_table(metrics),
-            "lineage": markdown_table(lineage),
-            "lineage_command": command + f"--benchmark {benchmark}",
-        },
-    )
-
-
-def _evaluate(run: StageRun, checkpoint: Output, benchmark: str) -> EvaluationRun:
     evaluation, evaluator = run.experiment.evaluation, run.resources.evaluator
-    return run_benchmarks(
-        checkpoint.path / "final",
-        [benchmark],
-        work_dir=run.output.path,
-        limit=evaluation.limit,
-        max_gen_toks=evaluation.max_gen_toks,
-        batch_size=evaluation.batch_size,
-        data_folder=evaluation.data_folder,
-        test_set_source=evaluation.test_sets,
-        backend=evaluator.backend,
-        device=evaluator.resolved_device(),
-        sandbox_workers=evaluator.sandbox_workers,
-        log=run.log,
-    )
-
-
-def _rows(run: StageRun, result: BenchmarkResult) -> dict[str, list[dict]]:
-    key = {"experiment": run.experiment.name, "variant": run.instance.variant}
-    key |= {"benchmark_scores_version": run.output.version, "benchmark": result.benchmark}
+    finished = EvaluationRun.load(out.path)
+    if finished is None:
+        finished = run_benchmarks(
+            checkpoint.path / "final",
+            [benchmark],
+            work_dir=out.path,
+            limit=evaluation.limit,
+            max_gen_toks=evaluation.max_gen_toks,
+            batch_size=evaluation.batch_size,
+            data_folder=evaluation.data_folder,
+            test_set_source=evaluation.test_sets,
+            backend=evaluator.backend,
+            device=evaluator.resolved_device(),
+            sandbox_workers=evaluator.sandbox_workers,
+            gold=evaluation.gold,
+            gold_limit=evaluation.gold_limit,
+            log=run.log,
+        )
+        reused = False
+    else:
+        reused = True
+    result = finished.benchmarks[benchmark]
+    gold = result.gold
+    key = {"experiment": run.experiment.name, "variant": run.instance.variant, "benchmark_scores_version": out.version}
+    key |= {"benchmark": benchmark}
     scores = [
         key
         | {"scale": run.instance.scale, "metric": metric, "value": v.value, "stderr": v.stderr}
         | {"n_samples": result.n_samples, "primary_metric": metric == result.primary_metric}
         | {"task_version": str(result.task_version)}
         for metric, v in result.metrics.items()
+    ] + [
+        key
+        | {"scale": run.instance.scale, "metric": metric, "value": v.value, "stderr": v.stderr}
+        | {"n_samples": gold.n_items, "primary_metric": False, "task_version": str(gold.task_version)}
+        for metric, v in (gold.metrics.items() if gold else [])
     ]
     samples = [
         key
@@ -78,14 +62,10 @@ def _rows(run: StageRun, result: BenchmarkResult) -> dict[str, list[dict]]:
         | {"target": s.target, "correct": bool(s.correct)}
         for s in result.samples
     ]
-    return {"scores": scores, "eval_samples": samples}
-
-
-def _figures(run: StageRun, finished: EvaluationRun, result: BenchmarkResult, checkpoint: Output) -> dict:
-    return {
+    figures = {
         "variant": run.instance.variant,
         "scale": run.instance.scale,
-        "benchmark": result.benchmark,
+        "benchmark": benchmark,
         "task": result.task,
         "metric": result.primary_metric,
         "score": result.primary_value,
@@ -93,6 +73,17 @@ def _figures(run: StageRun, finished: EvaluationRun, result: BenchmarkResult, ch
         "test_set_docs": result.n_docs,
         "test_set_source": result.data.source,
         "test_set_lines_skipped": result.data.skipped,
+        **(
+            {
+                "gold_bpb": gold.bpb.value,
+                "gold_bpb_stderr": gold.bpb.stderr,
+                "gold_items": gold.n_items,
+                "gold_items_without_gold_skipped": gold.skipped_no_gold,
+                "gold_s_per_item": round(gold.wall_s / max(1, gold.n_items), 4),
+            }
+            if gold
+            else {}
+        ),
         "shots": result.num_fewshot,
         "task_version": str(result.task_version),
         "backend": finished.backend,
@@ -101,6 +92,32 @@ def _figures(run: StageRun, finished: EvaluationRun, result: BenchmarkResult, ch
         "checkpoint": str(checkpoint.path / "final"),
         "checkpoint_version": checkpoint.version,
     }
+    metrics = [
+        {"metric": m, "value": v.value, "stderr": v.stderr}
+        for m, v in [*result.metrics.items(), *(gold.metrics.items() if gold else [])]
+    ]
+    lineage = [
+        {"stage": f"[{o.stage}{'_' + o.variant if o.variant else ''}]({ui_link(run.experiment, o)})"}
+        | {"version": o.version, "depth": depth}
+        for o, depth in upstream_outputs(run.outputs, out)
+    ]
+    command = f"tpt lineage {run.experiment.name} --variant {run.instance.variant} --scale {run.instance.scale} "
+    return StageResult(
+        reused,
+        figures,
+        rows={"scores": scores, "eval_samples": samples},
+        content_version=content_hash(
+            "scores",
+            {m: (v.value, v.stderr) for m, v in result.metrics.items()},
+            [s.generation for s in result.samples],
+            [(i.doc_id, i.bpb) for i in gold.items] if gold else None,
+        ),
+        extra_metadata={
+            "metrics": markdown_table(metrics),
+            "lineage": markdown_table(lineage),
+            "lineage_command": command + f"--benchmark {benchmark}",
+        },
+    )
 
 
 def upstream_outputs(outputs: Outputs, output: Output) -> list[tuple[Output, int]]:
@@ -121,7 +138,7 @@ def upstream_outputs(outputs: Outputs, output: Output) -> list[tuple[Output, int
 
 STAGE = Stage(
     name="benchmark_scores",
-    revision=1,
+    revision=2,  # 2: the continuous metric (gold bits per byte)
     own=_own,
     reads=(Read("checkpoint"),),
     partitioning="cells",
@@ -130,7 +147,8 @@ STAGE = Stage(
     job="benchmarks",
     kinds=frozenset({"lm_eval"}),
     accelerator=True,
-    description="lm-eval-harness score of each {variant} checkpoint, one partition per (scale, benchmark) (offline "
-    "test sets; generated code runs only in the sandbox).",
+    description="lm-eval-harness score of each {variant} checkpoint, one partition per (scale, benchmark): the "
+    "benchmark's own metric and the gold solution's bits per byte after the few-shot prompt (offline test sets; "
+    "generated code runs only in the sandbox).",
     compute=benchmark_scores,
 )

@@ -29,11 +29,9 @@ RESOURCES = {"storage", *SETTINGS_RESOURCES}
 
 
 def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
-    checks = [
-        _corpus_ids_unique(experiment),
-        _every_document_has_thinking(experiment),
-        _augmented_rows_match_corpus(experiment),
-    ]
+    checks = [_corpus_ids_unique(experiment)]
+    for variant in experiment.tpt_variants:
+        checks += [_every_document_has_thinking(experiment, variant), _augmented_rows_match_corpus(experiment, variant)]
     if experiment.corpus.decontamination is not None:
         checks.append(_corpus_decontaminated(experiment))
     for variant in experiment.variants:
@@ -120,19 +118,19 @@ def _ids(path, column: str = "doc_id") -> pa.Array:
     return pq.read_table(path, columns=[column])[column].combine_chunks()
 
 
-def _every_document_has_thinking(experiment: Experiment) -> dg.AssetChecksDefinition:
+def _every_document_has_thinking(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
     """Per shard partition (the shards of the run): its corpus ids against its trajectories' ids and finish
     reasons, the only columns read."""
 
     @_partitioned_check(
-        asset=asset_key(experiment, "thinking_trajectories"),
+        asset=asset_key(experiment, "thinking_trajectories", variant),
         name="one_trajectory_per_document",
         partitions_def=corpus_shards(experiment),
         required_resource_keys=RESOURCES,
     )
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         outputs = _outputs(experiment, context)
-        corpus, thinking = outputs.of("corpus").path, outputs.of("thinking_trajectories").path
+        corpus, thinking = outputs.of("corpus").path, outputs.of("thinking_trajectories", variant).path
         shards = list(context.partition_keys)
         unfinished = [s for s in shards if not (thinking / s / SUCCESS).exists()]
         if unfinished:
@@ -173,18 +171,18 @@ def _sorted(ids: pa.Array) -> pa.Array:
 AUGMENTED_COLUMNS = {"doc_id", "source", "text", "has_thinking"}
 
 
-def _augmented_rows_match_corpus(experiment: Experiment) -> dg.AssetChecksDefinition:
+def _augmented_rows_match_corpus(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
     """Per shard partition: the augmented shard's schema and id column against the corpus shard's id column."""
 
     @_partitioned_check(
-        asset=asset_key(experiment, "augmented_documents"),
+        asset=asset_key(experiment, "augmented_documents", variant),
         name="same_documents_as_the_corpus",
         partitions_def=corpus_shards(experiment),
         required_resource_keys=RESOURCES,
     )
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         outputs = _outputs(experiment, context)
-        corpus, augmented = outputs.of("corpus").path, outputs.of("augmented_documents").path
+        corpus, augmented = outputs.of("corpus").path, outputs.of("augmented_documents", variant).path
         shards = list(context.partition_keys)
         unwritten = [s for s in shards if not (augmented / f"{s}.parquet").exists()]
         if unwritten:

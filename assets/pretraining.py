@@ -12,7 +12,7 @@ from tpt.plots import line_plot
 from tpt.stages import Instance, Read, Stage
 from tpt.tokenization.mixture import ResolvedMixture
 from tpt.training import TrainResult, train
-from tpt.training.planner import compute_optimal, peak_flops
+from tpt.training.planner import compute_optimal
 from tpt.training.ray_launch import train_on_ray
 from tpt.versioning import folder_digest, versioned_fields
 
@@ -77,6 +77,7 @@ def _train(run: StageRun, training, trainer) -> None:
             workers=trainer.workers,
             threads_per_worker=trainer.threads_per_worker,
             strategy=trainer.strategy,
+            max_failures=trainer.max_failures,
             **common,
         )
     else:
@@ -113,23 +114,20 @@ def _figures(instance: Instance, result: TrainResult, curve: list[dict]) -> dict
         "tokens_per_parameter": round(result.tokens_seen / result.n_params, 2),
         "compute_optimal_parameters": round(optimal.parameters),
     }
-    mfu = _mfu(result)
-    return figures | ({"mfu": mfu} if mfu is not None else {})
-
-
-def _mfu(result: TrainResult) -> float | None:
-    """Model FLOPs utilisation against the GPU's peak; None on CPUs, whose peak is not a data-sheet number."""
-    if not result.device.startswith("cuda"):
-        return None
-    import torch
-
-    peak = peak_flops(torch.cuda.get_device_name(result.device))
-    return round(result.flops_per_token * result.tokens_per_s / peak, 4) if peak else None
+    measured = {  # in the worker that trained, on its own device
+        "device_name": result.device_name,
+        "world_size": result.world_size,
+        "tokens_per_s_per_device": round(result.tokens_per_s_per_device, 1),
+        "mfu": result.mfu,
+        "peak_flops": result.peak_flops,
+        "estimated_memory_bytes": result.estimated_memory_bytes,
+    }
+    return figures | {k: v for k, v in measured.items() if v is not None}
 
 
 STAGE = Stage(
     name="checkpoint",
-    revision=2,  # 2: reads the resolved mixture
+    revision=3,  # 3: meta-device init with per-parameter seeds (other initial weights), sharded checkpoints
     own=_own,
     reads=(Read("data_mixture"), Read("token_shards", every_partition=True)),
     partitioning="scales",

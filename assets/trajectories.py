@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from assets.stage import StageResult, StageRun, markdown_table, png_markdown
 from resources.ray_cluster import RayAsk
-from tpt.config import Experiment
+from tpt.config import Experiment, GenerationConfig
 from tpt.corpus.build import load_manifest
 from tpt.generation.estimate import estimate
 from tpt.generation.shard_files import generate_shard_files, shard_ids
@@ -25,7 +25,7 @@ READ_COLUMNS = [*CATALOG_COLUMNS, "error", "source"]
 
 
 def _own(experiment: Experiment, instance: Instance) -> dict:
-    return versioned_fields(experiment.generation)
+    return versioned_fields(experiment.generation_for(instance.variant))
 
 
 def thinking_trajectories(run: StageRun) -> StageResult:
@@ -37,8 +37,8 @@ def thinking_trajectories(run: StageRun) -> StageResult:
         corpus.path,
         run.shards,
         out.path,
-        generator.engine_spec(run.experiment.generation),
-        run.experiment.generation,
+        generator.engine_spec(run.experiment.generation_for(run.instance.variant)),
+        run.experiment.generation_for(run.instance.variant),
         generator.placement(),
         run.log,
         cache_root=run.outputs.root.parent,
@@ -58,7 +58,7 @@ def thinking_trajectories(run: StageRun) -> StageResult:
             "thinking length by source",
         ),
     }
-    figures = _figures(run.experiment, table, list(summaries.values()), gpus)
+    figures = _figures(run.experiment.generation_for(run.instance.variant), table, list(summaries.values()), gpus)
     measured = next((s.telemetry for s in summaries.values() if s.telemetry is not None), None)
     if measured is not None:  # the engines of this run, and what the whole corpus would cost at their rate
         figures |= {"engine_telemetry": measured.as_dict()} | _projection(run, table, measured)
@@ -68,13 +68,14 @@ def thinking_trajectories(run: StageRun) -> StageResult:
         rows=rows,
         extra_metadata=extra,
         per_partition={
-            s: _figures(run.experiment, tables[s], [summaries[s]], gpus) | {"reused_finished_output": s not in pending}
+            s: _figures(run.experiment.generation_for(run.instance.variant), tables[s], [summaries[s]], gpus)
+            | {"reused_finished_output": s not in pending}
             for s in run.shards
         },
     )
 
 
-def _figures(experiment: Experiment, table: pa.Table, summaries: list[ShardSummary], gpus: int) -> dict:
+def _figures(generation: GenerationConfig, table: pa.Table, summaries: list[ShardSummary], gpus: int) -> dict:
     pairs = zip(table["output_tokens"].to_pylist(), table["finish_reason"].to_pylist(), strict=True)
     lengths = np.array([n for n, reason in pairs if reason != "error"] or [0])
     generated = [s for s in summaries if s.generated_this_run]
@@ -96,8 +97,8 @@ def _figures(experiment: Experiment, table: pa.Table, summaries: list[ShardSumma
         "thinking_tokens_p90": float(np.percentile(lengths, 90)),
         "thinking_tokens_max": int(lengths.max()),
         "engine": table["engine"][0].as_py(),
-        "prompt_version": experiment.generation.prompt.version,
-        "model": experiment.generation.model.name,
+        "prompt_version": generation.prompt.version,
+        "model": generation.model.name,
     }
 
 
@@ -154,14 +155,15 @@ STAGE = Stage(
     own=_own,
     reads=(Read("corpus"), Read("thinking_model")),
     partitioning="shards",
+    per_variant="tpt",
     settings=("generator",),
     resources=("ray_cluster",),
     job="shards",
     kinds=lambda experiment: {"ray", experiment.generation.engine},
     accelerator=True,
     retried=True,
-    description="An expert's thinking t for every document d of a corpus shard (the paper's prompt, document cut "
-    "to a token limit, generation stopped at </think>), generated on a Ray Data actor pool; resumable per "
-    "document, cached per request.",
+    description="The {variant} variant's thinking t (an expert's thought process) for every document d of a corpus "
+    "shard (the paper's prompt, document cut to a token limit, generation stopped at </think>), generated on a Ray "
+    "Data actor pool; resumable per document, cached per request.",
     compute=thinking_trajectories,
 )

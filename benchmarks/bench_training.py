@@ -3,8 +3,11 @@
 bare:  the same transformers ``LlamaForCausalLM`` and AdamW, the same sequences in the same order and the same
        micro-batches, with the plain ``labels=`` loss; no checkpoints, no deterministic mode, no progress.
 ours:  ``train()`` as the checkpoint asset calls it (deterministic algorithms on CPU, padding-masked loss, grad
-       clipping, LR schedule, checkpoints every ``checkpoint_every`` steps, progress); its tokens/s is measured over
-       the steps, as the bare one is.
+       clipping, LR schedule, DCP checkpoints every ``checkpoint_every`` steps, progress); its tokens/s is measured
+       over the steps, as the bare one is.
+
+Both run with activation checkpointing off and on (transformers' ``gradient_checkpointing_enable``, non-reentrant,
+per decoder layer, in both loops), so each ratio compares like with like.
 
     python benchmarks/bench_training.py --steps 12 --repeats 3
 """
@@ -31,9 +34,11 @@ from tpt.training.model import SpecialTokens, build_model, llama_config
 
 def bare(config, shards: PackedShards, tokenizer_dir: Path, steps: int) -> float:
     ids = special_ids(load_tokenizer(tokenizer_dir))
-    torch.manual_seed(config.seed)
     special = SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id)
-    model = build_model(llama_config(config.model, shards.vocab_size, config.seq_len, special)).train()
+    model = build_model(llama_config(config.model, shards.vocab_size, config.seq_len, special), seed=config.seed)
+    if config.activation_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
@@ -73,13 +78,17 @@ def main() -> None:
         f"model {experiment.training.model}, seq_len {config.seq_len}, batch {config.batch_tokens} tokens, "
         f"micro-batch {config.micro_batch_size}, {args.steps} steps, {torch.get_num_threads()} threads"
     )
-    rates: dict[str, list[float]] = {"bare": [], "ours": []}
-    for _ in range(args.repeats):
-        rates["bare"].append(bare(config, shards, tokenizer_dir, args.steps))
-        rates["ours"].append(ours(config, shards, tokenizer_dir))
-    for name, values in rates.items():
-        print(f"{name}: " + ", ".join(f"{v:,.0f}" for v in values) + " tokens/s")
-    print(f"median ratio ours/bare: {statistics.median(rates['ours']) / statistics.median(rates['bare']):.3f}")
+    for checkpointing in (False, True):
+        run = config.model_copy(update={"activation_checkpointing": checkpointing})
+        rates: dict[str, list[float]] = {"bare": [], "ours": []}
+        for _ in range(args.repeats):
+            rates["bare"].append(bare(run, shards, tokenizer_dir, args.steps))
+            rates["ours"].append(ours(run, shards, tokenizer_dir))
+        label = f"activation checkpointing {'on' if checkpointing else 'off'}"
+        for name, values in rates.items():
+            print(f"{label}, {name}: " + ", ".join(f"{v:,.0f}" for v in values) + " tokens/s")
+        ratio = statistics.median(rates["ours"]) / statistics.median(rates["bare"])
+        print(f"{label}, median ratio ours/bare: {ratio:.3f}")
 
 
 if __name__ == "__main__":

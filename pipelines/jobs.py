@@ -9,6 +9,7 @@ from assets.stage import asset_key
 from pipelines.hooks import explain_failure
 from pipelines.private import AssetJob
 from tpt.config import Experiment
+from tpt.stages import variants_of
 
 DESCRIPTIONS = {
     "corpus": "Read, clean and shard the corpus (registering one partition per shard) and fetch the thinking model.",
@@ -32,7 +33,7 @@ def job_assets(experiment: Experiment, job: str) -> list[dg.AssetKey]:
         asset_key(experiment, spec.name, variant)
         for spec in registry.STAGES
         if spec.job in names
-        for variant in (experiment.variants if spec.per_variant else [None])
+        for variant in variants_of(experiment, spec)
     ]
 
 

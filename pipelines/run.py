@@ -1,10 +1,11 @@
 """Materialize an experiment end to end from one command: the corpus first (it registers the shard partitions),
 the generation cost estimate (so a full run leaves no stage never materialized), then the data stages up to the
-token shards over all shards in one run (so an engine starts once), then one training
-run per scale of the experiment matrix, one run per (scale, benchmark) cell, and the report. Runs are recorded in the
-Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other.
+token shards over all shards in one run (so an engine starts once), then one Dagster run per training run of the
+experiment matrix (scale, or scale and seed), each followed by one run per (run, benchmark) cell, and the report.
+Runs are recorded in the Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other. The terminal gets
+one line per Dagster run, the stages' own progress, and a summary with the report's table at the end.
 
-    tpt run embedded            # or: python -m pipelines.run embedded
+    tpt run embedded            # or: python -m pipelines.run embedded (--verbose: Dagster's per-event lines too)
     tpt estimate embedded       # generation cost estimate, before a backfill
     tpt lineage embedded --variant tpt --benchmark gsm8k   # the inputs behind one score, as JSON
     tpt lineage embedded --document <doc_id>               # the scores one document stands behind
@@ -14,23 +15,30 @@ Dagster instance of ``DAGSTER_HOME`` and show in the UI like any other.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 
 import dagster as dg
 
 from assets.partitions import cell_key, corpus_shards
 from assets.registry import outputs_for
+from assets.report import text_table
 from assets.stage import ACCELERATOR_POOL, settings_of
 from pipelines.definitions import build_definitions, default_resources
 from pipelines.experiments import experiment_path
 from pipelines.private import partition_range_tags
+from tpt.atomic import read_json
 from tpt.config import ConfigError, Experiment, load_experiment
 from tpt.errors import InputError
 from tpt.models import resolve_model
+from tpt.stages import Outputs
 from tpt.tokenization import load_tokenizer, special_ids
 from tpt.training.planner import assess, compute_optimal, gpu_hours_to_flops, thinking_split
 
@@ -38,37 +46,95 @@ RUN_HOST, RUN_PID = "tpt/host", "tpt/pid"
 
 
 def run_experiment(
-    defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterInstance
+    defs: dg.Definitions,
+    experiment: Experiment,
+    instance: dg.DagsterInstance,
+    *,
+    verbose: bool = False,
+    say: Callable[[str], None] = lambda line: None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Corpus, generation estimate, data, each scale's training, each score cell, report. A failed corpus or data run
+    """Corpus, generation estimate, data, then each training run followed by its score cells, and the report (so the
+    first seed's scores are in while the next seed trains). A failed corpus or data run
     stops there (a failed estimate does not: it only informs); a failed scale or cell does not stop the others, but
-    the report then waits for a complete matrix."""
+    the report then waits for a complete matrix. ``say`` gets one progress line per run; Dagster's own per-event
+    lines reach the terminal only when ``verbose``."""
     results: list[dg.ExecuteInProcessResult] = []
     release_dead_runs_slots(instance)
     owner = {RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())}
+    cells = len(experiment.scale_names) * len(experiment.evaluation.benchmarks)
+    total = 3 + bool(experiment.tpt_variants) + len(experiment.scale_names) + cells
+    logging = {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}}}
 
-    def run(job: str, tags: dict[str, str] | None = None, **kwargs) -> bool:
+    def run(job: str, tags: dict[str, str] | None = None, label: str = "", **kwargs) -> bool:
+        started = time.perf_counter()
         result = defs.resolve_job_def(f"{experiment.name}_{job}").execute_in_process(
-            instance=instance, raise_on_error=False, tags=owner | (tags or {}), **kwargs
+            instance=instance, raise_on_error=False, tags=owner | (tags or {}), run_config=logging, **kwargs
         )
         results.append(result)
+        stages = run_summary(result)
+        done = ", ".join(f"{n} {k}" for k, n in Counter(stages.values()).items()) or "nothing materialized"
+        status = "ok" if result.success else "FAILED"
+        say(f"[{len(results)}/{total}] {job}{' ' + label if label else ''}: {status} in "
+            f"{time.perf_counter() - started:.0f} s ({done})")  # fmt: skip
         return result.success
 
     if not run("corpus"):
         return results
-    run("generation_estimate")  # its sample lands in the request cache: the data run copies it, not regenerates it
+    if experiment.tpt_variants:  # its sample lands in the request cache: the data run copies it, not regenerates it
+        run("generation_estimate")
     shards = instance.get_dynamic_partitions(corpus_shards(experiment).name)
-    if not run("data", tags=partition_range_tags(shards[0], shards[-1])):
+    if not run("data", tags=partition_range_tags(shards[0], shards[-1]), label=f"{len(shards)} shards"):
         return results
-    trained = [scale for scale in experiment.scale_names if run("training", partition_key=scale)]
-    scored = [
-        run("benchmarks", partition_key=cell_key(scale, benchmark))
-        for scale in trained
-        for benchmark in experiment.evaluation.benchmarks
-    ]
-    if len(trained) == len(experiment.scales) and all(scored):
+    trained, scored = [], []
+    for scale in experiment.scale_names:  # each run's scores as soon as it is trained: early runs answer early
+        if run("training", partition_key=scale, label=scale):
+            trained.append(scale)
+            scored += [
+                run("benchmarks", partition_key=cell_key(scale, benchmark), label=f"{scale} {benchmark}")
+                for benchmark in experiment.evaluation.benchmarks
+            ]
+    if len(trained) == len(experiment.scale_names) and all(scored):
         run("report")
     return results
+
+
+def run_summary(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """Each asset a run materialized: 'computed', or 'reused' where it found its finished output."""
+    found = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        reused = materialization.metadata.get("reused_finished_output")
+        found[materialization.asset_key.path[-1]] = "reused" if reused is not None and reused.value else "computed"
+    return found
+
+
+def summary(
+    experiment: Experiment, results: list[dg.ExecuteInProcessResult], outputs: Outputs, elapsed_s: float
+) -> list[str]:
+    """The end of ``tpt run``: what ran or was reused, where the report and artifacts are, the score table, the UI."""
+    stages: dict[str, Counter] = {}
+    for result in results:
+        for asset, kind in run_summary(result).items():
+            stages.setdefault(asset, Counter())[kind] += 1
+    failed = [r for r in results if not r.success]
+    lines = [f"tpt run {experiment.name}: {len(results) - len(failed)} of {len(results)} runs succeeded in "
+             f"{elapsed_s:.0f} s"]  # fmt: skip
+    computed = sorted(a for a, c in stages.items() if c["computed"])
+    reused = sorted(a for a, c in stages.items() if not c["computed"])
+    lines.append(f"  computed: {', '.join(computed) or 'nothing'}")
+    lines.append(f"  reused (finished before): {', '.join(reused) or 'nothing'}")
+    for result in failed:
+        lines.append(f"  FAILED: run {result.run_id} of {result.job_def.name}; its log is in the Dagster UI")
+    report = outputs.of("report").path / "report.json"
+    lines.append(f"  artifacts: {outputs.root}")
+    if report.exists():
+        lines.append(f"  report: {report}")
+        lines.append("")
+        lines.extend(text_table(read_json(report)["scores"]).splitlines())
+        lines.append("")
+    home = os.environ.get("DAGSTER_HOME", "<your DAGSTER_HOME>")
+    lines.append(f"  UI: DAGSTER_HOME={home} dagster dev -w workspace.yaml, then http://127.0.0.1:3000")
+    return lines
 
 
 def release_dead_runs_slots(instance: dg.DagsterInstance) -> list[str]:
@@ -166,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mfu", type=float, default=0.4, help="plan: expected model FLOPs utilisation")
     parser.add_argument("--raw-tokens", type=float, help="plan: raw document tokens available")
     parser.add_argument("--augmented-tokens", type=float, help="plan: the same documents with thinking, in tokens")
+    parser.add_argument("--verbose", action="store_true", help="run: Dagster's per-event lines in the terminal too")
     args = parser.parse_args(argv)
     try:
         experiment = load_experiment(experiment_path(args.experiment))
@@ -184,11 +251,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tpt: {exc}", file=sys.stderr)
         return 2
     defs = build_definitions([experiment])
+    started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         if args.command == "estimate":
             results = [estimate(defs, experiment, instance)]
         else:
-            results = run_experiment(defs, experiment, instance)
+            say = functools.partial(print, flush=True)
+            results = run_experiment(defs, experiment, instance, verbose=args.verbose, say=say)
+            resources = default_resources()
+            outputs = outputs_for(experiment, resources["storage"].root, settings_of(resources))
+            print("\n".join(summary(experiment, results, outputs, time.perf_counter() - started)), flush=True)
     failed = [r for r in results if not r.success]
     for result in failed:
         print(

@@ -16,6 +16,7 @@ from pipelines.private import AssetJob, partition_range_tags, run_partition_rang
 from tpt.config import Experiment, LocalFolder
 from tpt.corpus.sources import LOCAL_PATTERNS
 from tpt.evaluation.runner import EvaluationRun
+from tpt.stages import variants_of
 
 
 def corpus_fingerprint(folders: list[Path]) -> str:
@@ -64,7 +65,7 @@ def new_shards_sensor(experiment: Experiment, shards_job: AssetJob) -> dg.Sensor
         asset_key(experiment, spec.name, variant)
         for spec in registry.STAGES
         if spec.partitioning == "shards"
-        for variant in (experiment.variants if spec.per_variant else [None])
+        for variant in variants_of(experiment, spec)
     ]
 
     @dg.sensor(

@@ -41,15 +41,23 @@ def histogram(groups: Mapping[str, Sequence[float]], *, title: str, xlabel: str,
     return _png(fig)
 
 
-def grouped_bars(values: Mapping[str, Mapping[str, float]], *, title: str, ylabel: str) -> bytes:
-    """``values[group][series]``: e.g. scores by benchmark (groups) for each variant (series)."""
+def grouped_bars(
+    values: Mapping[str, Mapping[str, float]],
+    *,
+    title: str,
+    ylabel: str,
+    errors: Mapping[str, Mapping[str, float]] | None = None,
+) -> bytes:
+    """``values[group][series]``: e.g. scores by benchmark (groups) for each variant (series); ``errors`` in the
+    same shape draws error bars (e.g. 1.96 standard errors)."""
     groups = list(values)
     series = sorted({s for g in values.values() for s in g})
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, name in enumerate(series):
         xs = [g + i * width for g in range(len(groups))]
-        ax.bar(xs, [values[g].get(name, 0.0) for g in groups], width=width, label=name)
+        yerr = [errors.get(g, {}).get(name, 0.0) for g in groups] if errors else None
+        ax.bar(xs, [values[g].get(name, 0.0) for g in groups], width=width, label=name, yerr=yerr, capsize=3)
     ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))], groups)
     ax.set(title=title, ylabel=ylabel)
     ax.legend()

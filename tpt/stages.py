@@ -31,7 +31,8 @@ training run of the experiment matrix; ``cells``: one per (scale, benchmark)."""
 class Read:
     """One input of a stage. ``every_partition``: the reader takes all of the upstream's partitions (a mixture reads
     every shard); otherwise the matching one (the same shard, the same scale, a cell's scale). ``variants``: only
-    these variants of a per-variant reader read it (vanilla tokens read the corpus, TPT tokens the augmented text)."""
+    variants of these kinds ('vanilla', 'tpt') of a per-variant reader read it (vanilla tokens read the corpus, each
+    TPT variant's tokens its own augmented text)."""
 
     stage: str
     every_partition: bool = False
@@ -73,7 +74,7 @@ class Stage:
     description: str
     reads: tuple[Read, ...] = ()
     partitioning: Partitioning | None = None
-    per_variant: bool = False
+    per_variant: bool | Literal["tpt"] = False  # True: one asset per variant; "tpt": one per TPT variant
     settings: tuple[str, ...] = ()  # resources whose output-changing fields are part of the version
     resources: tuple[str, ...] = ()  # resources the compute uses
     content: Callable[[Outputs], Any] | None = None
@@ -95,6 +96,13 @@ class Output:
     @property
     def variant(self) -> str | None:
         return self.instance.variant
+
+
+def variants_of(experiment: Experiment, spec: Stage) -> list[str | None]:
+    """The variants a stage has an asset for: every variant, the TPT variants (thinking is theirs alone), or none."""
+    if spec.per_variant == "tpt":
+        return list(experiment.tpt_variants)
+    return list(experiment.variants) if spec.per_variant else [None]
 
 
 def no_config(experiment: Experiment, instance: Instance) -> dict:
@@ -122,7 +130,7 @@ class Outputs:
     # ------------------------------------------------------------------ instances and reads
 
     def variants_of(self, stage: str) -> list[str | None]:
-        return list(self.experiment.variants) if self.stages[stage].per_variant else [None]
+        return variants_of(self.experiment, self.stages[stage])
 
     def instances(self, stage: str, variant: str | None = None, *, with_benchmarks: bool = True) -> list[Instance]:
         """Every output of one asset (one variant of a stage): one per scale or cell, else one."""
@@ -136,7 +144,8 @@ class Outputs:
         return [Instance(variant)]
 
     def reads(self, stage: str, variant: str | None = None) -> list[Read]:
-        return [r for r in self.stages[stage].reads if r.variants is None or variant in r.variants]
+        kind = self.experiment.variant_kind(variant) if variant else None
+        return [r for r in self.stages[stage].reads if r.variants is None or kind in r.variants]
 
     def upstream(self, stage: str, instance: Instance) -> Iterator[tuple[Read, Instance]]:
         """The upstream instances one instance reads, read by read."""

@@ -144,6 +144,9 @@ def trajectory_rows(
             "engine": [engine] * len(ids),
             "batch_wall_s": [0.5] * len(ids),
             "from_cache": [False] * len(ids),
+            "queued_at": [None] * len(ids),  # a stand-in's rows carry no engine timestamps
+            "started_at": [None] * len(ids),
+            "finished_at": [None] * len(ids),
         },
         schema=OUTPUT_SCHEMA,
     )
@@ -170,9 +173,9 @@ def stage(embedded: Experiment, root: Path, instance: dg.DagsterInstance) -> Sta
         documents = read_shard(plan.of("corpus").path, shard)
         lengths = [10 * (i + 1) for i in range(documents.num_rows)]
         trajectories = trajectory_rows(experiment, shard, documents, lengths)
-        write_finished_shard(plan.of("thinking_trajectories").path / shard, trajectories)
+        write_finished_shard(plan.of("thinking_trajectories", "tpt").path / shard, trajectories)
         write_parquet(
-            plan.of("augmented_documents").path / f"{shard}.parquet",
+            plan.of("augmented_documents", "tpt").path / f"{shard}.parquet",
             augment(documents, trajectories, experiment.join_separator),
         )
         job = PackJob(

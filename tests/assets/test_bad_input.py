@@ -35,7 +35,7 @@ def test_missing_model_path_fails_in_one_line_and_keeps_the_finished_corpus(embe
     corpus = stage_asset(experiment, "corpus", resources)
     with dg.DagsterInstance.ephemeral() as instance:
         failed = dg.materialize(
-            [corpus, stage_asset(experiment, "thinking_model", resources)],
+            [corpus, stage_asset(experiment, "thinking_model", resources, "tpt")],
             resources=resources,
             instance=instance,
             raise_on_error=False,
@@ -82,7 +82,7 @@ def test_a_corpus_shard_truncated_by_a_crash_fails_its_stage_in_one_line(embedde
         shard.write_bytes(shard.read_bytes()[:100])
         files = {p: p.stat().st_mtime_ns for p in written.iterdir()}
         result = dg.materialize(
-            [stage_asset(experiment, "thinking_trajectories", resources)],
+            [stage_asset(experiment, "thinking_trajectories", resources, "tpt")],
             partition_key="shard-00001",
             resources=resources,
             instance=instance,

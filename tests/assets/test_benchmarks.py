@@ -1,6 +1,6 @@
 """The benchmark asset, one (variant x benchmark) cell per partition, against lm-eval itself: the same checkpoint and
-the same task configs run through the ``lm_eval`` command line give the same scores and the same generations. And
-bad input to a cell: one clear line, or a counted skip."""
+the same task configs run through the ``lm_eval`` command line give the same scores and the same generations, and
+the same gold bits per byte item by item. And bad input to a cell: one clear line, or a counted skip."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tests.support import outputs, stage_asset
 from tpt.atomic import read_json
 from tpt.catalog import Catalog
 from tpt.config import ConfigError, Experiment, load_experiment
-from tpt.evaluation.runner import RESULTS_FILE
+from tpt.evaluation.runner import RESULTS_FILE, EvaluationRun
 
 BENCHMARKS = ("gsm8k", "math", "humaneval", "mbpp")
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,8 @@ def cell_experiment(embedded: Experiment, **evaluation) -> Experiment:
     raw["name"] = "cells"
     # batch size 1: lm-eval batches requests of all tasks of one call together, our cells one task each; with one
     # request per batch the padding, and so the arithmetic, is the same on both sides
-    raw["evaluation"] |= {"benchmarks": list(BENCHMARKS), "limit": 2, "max_gen_toks": 12, "batch_size": 1} | evaluation
+    raw["evaluation"] |= {"benchmarks": list(BENCHMARKS), "limit": 2, "max_gen_toks": 12, "batch_size": 1}
+    raw["evaluation"] |= {"gold_limit": 2} | evaluation
     return Experiment.model_validate(raw)
 
 
@@ -88,7 +89,7 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
 
 def _lm_eval_cli(task_root: Path, model_args: dict, out: Path) -> tuple[dict, dict[str, list[dict]]]:
     """``lm_eval run`` in its own process on the task configs our cells wrote; its results and logged samples."""
-    tasks = [f"tpt_{b}" for b in BENCHMARKS]
+    tasks = [f"tpt_{b}{kind}" for b in BENCHMARKS for kind in ("", "_gold")]
     command = [
         sys.executable, "-m", "lm_eval", "run",
         "--model", "hf",
@@ -111,7 +112,7 @@ def _lm_eval_cli(task_root: Path, model_args: dict, out: Path) -> tuple[dict, di
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     samples = {
-        task: [json.loads(line) for line in next(out.rglob(f"samples_{task}_*.jsonl")).read_text().splitlines()]
+        task: [json.loads(line) for line in next(out.rglob(f"samples_{task}_2*.jsonl")).read_text().splitlines()]
         for task in tasks
     }
     return results, samples
@@ -129,10 +130,15 @@ def test_scores_and_generations_equal_lm_eval_run_directly(cells, tiny_checkpoin
         cell = ["vanilla", benchmark, version]
         where = "WHERE variant = ? AND benchmark = ? AND benchmark_scores_version = ?"
         ours = {r["metric"]: r["value"] for r in catalog.query(f"SELECT metric, value FROM scores {where}", cell)}
-        reported = theirs["results"][task]
-        expected = {k: v for k, v in reported.items() if "," in k and "_stderr," not in k}
+        reported, gold = theirs["results"][task], theirs["results"][f"{task}_gold"]
+        expected = {k: v for r in (reported, gold) for k, v in r.items() if "," in k and "_stderr," not in k}
         print(f"{task}: ours {ours} lm_eval {expected}")
         assert ours == expected, task
+        assert {"bpb,none", "logprob,none"} <= set(ours)
+        finished = EvaluationRun.load(plan.of("benchmark_scores", "vanilla", "base", benchmark).path)
+        items = [(i.doc_id, i.bpb, i.logprob) for i in finished.benchmarks[benchmark].gold.items]
+        their_items = sorted((s["doc_id"], s["bpb"], s["logprob"]) for s in their_samples[f"{task}_gold"])
+        assert items == their_items and len(items) == 2, task
         meta = _metadata(cells.first[benchmark])
         assert meta["score"] == reported[meta["metric"]]
         assert str(theirs["versions"][task]) == meta["task_version"]

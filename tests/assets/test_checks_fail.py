@@ -118,11 +118,11 @@ def test_contamination_over_the_limit_blocks_the_corpus_run(world: Staged) -> No
 
 
 def _rewrite_thinking(world: Staged, table: pa.Table, shard: str = SHARD) -> None:
-    write_finished_shard(world.plan.of("thinking_trajectories").path / shard, table)
+    write_finished_shard(world.plan.of("thinking_trajectories", "tpt").path / shard, table)
 
 
 def _thinking(world: Staged, shard: str = SHARD) -> pa.Table:
-    return read_trajectories(world.plan.of("thinking_trajectories").path / shard)
+    return read_trajectories(world.plan.of("thinking_trajectories", "tpt").path / shard)
 
 
 def test_one_trajectory_per_document_fails_on_a_missing_document(world: Staged) -> None:
@@ -164,7 +164,7 @@ def test_one_trajectory_per_document_fails_on_a_shard_still_to_be_generated(worl
     """A shard without ``_SUCCESS.json`` is not finished: its partial rows are not judged, its partition fails
     with the reason, and a finished shard beside it still passes on its own."""
     shard = "shard-00001"
-    path = world.plan.of("thinking_trajectories").path / shard
+    path = world.plan.of("thinking_trajectories", "tpt").path / shard
     write_parquet(path / "part-00000.parquet", _thinking(world, shard).slice(0, 3))
     (path / SUCCESS).unlink()
     evaluation = world.evaluate("one_trajectory_per_document", shard)
@@ -177,7 +177,7 @@ def test_one_trajectory_per_document_fails_on_a_shard_still_to_be_generated(worl
 
 
 def test_same_documents_as_the_corpus_fails_on_a_lost_row(world: Staged) -> None:
-    path = world.plan.of("augmented_documents").path / f"{SHARD}.parquet"
+    path = world.plan.of("augmented_documents", "tpt").path / f"{SHARD}.parquet"
     augmented = pq.read_table(path)
     write_parquet(path, augmented.slice(0, augmented.num_rows - 1))
     evaluation = world.evaluate("same_documents_as_the_corpus", SHARD)
@@ -186,7 +186,7 @@ def test_same_documents_as_the_corpus_fails_on_a_lost_row(world: Staged) -> None
 
 
 def test_same_documents_as_the_corpus_fails_on_a_missing_column(world: Staged) -> None:
-    path = world.plan.of("augmented_documents").path / f"{SHARD}.parquet"
+    path = world.plan.of("augmented_documents", "tpt").path / f"{SHARD}.parquet"
     write_parquet(path, pq.read_table(path).drop_columns(["has_thinking"]))
     evaluation = world.evaluate("same_documents_as_the_corpus", SHARD)
     assert not evaluation.passed

@@ -13,7 +13,7 @@ from tpt.errors import InputError
 from tpt.stages import Stage, no_config
 
 RAY_STAGES = {
-    "thinking_trajectories",
+    "thinking_trajectories_tpt",
     "token_shards_vanilla",
     "token_shards_tpt",
     "checkpoint_vanilla",

@@ -16,9 +16,9 @@ def test_thinking_lengths_are_reported_without_the_failed_documents(world: Stage
     assert documents.num_rows == 10
     lengths = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
     rows = trajectory_rows(world.experiment, SHARD, documents, lengths, errors={9})  # the 100-token one failed
-    write_finished_shard(world.plan.of("thinking_trajectories").path / SHARD, rows)
+    write_finished_shard(world.plan.of("thinking_trajectories", "tpt").path / SHARD, rows)
 
-    result = world.materialize("thinking_trajectories", SHARD)
+    result = world.materialize("thinking_trajectories_tpt", SHARD)
     [event] = result.get_asset_materialization_events()
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     assert metadata["reused_finished_output"] is True  # nothing generated: the shard was finished
@@ -33,7 +33,7 @@ def test_thinking_lengths_are_reported_without_the_failed_documents(world: Stage
     assert base64.b64decode(plot.split("base64,")[1].rstrip(")"))[:8] == b"\x89PNG\r\n\x1a\n"
 
     catalog = world.catalog
-    version = world.plan.of("thinking_trajectories").version
+    version = world.plan.of("thinking_trajectories", "tpt").version
     [shard] = catalog.query(
         "SELECT documents, errors, output_tokens, finish_reasons FROM generation_shards "
         "WHERE experiment = ? AND thinking_trajectories_version = ? AND shard = ?",

@@ -49,9 +49,9 @@ def test_prompt_change_reruns_trajectories_and_everything_below_but_not_vanilla(
     prompt = embedded.generation.prompt.model_copy(update={"version": "tpt-paper-v2"})
     after = edit(embedded, "generation", prompt=prompt)
     assert changed(embedded, after) == {
-        "generation_cost_estimate",
-        "thinking_trajectories",
-        "augmented_documents",
+        "generation_cost_estimate_tpt",
+        "thinking_trajectories_tpt",
+        "augmented_documents_tpt",
         "token_shards_tpt",
         "report",
     } | branch("tpt") | cells(embedded, "tpt")
@@ -96,7 +96,7 @@ def test_every_resource_field_is_versioned_or_says_it_changes_no_output():
 
 def test_generator_device_is_versioned_with_the_trajectories(embedded):
     gpu = settings_of(default_resources() | {"generator": ThinkingGenerator(device="cuda")})
-    assert "thinking_trajectories" in changed(embedded, embedded, settings=gpu)
+    assert "thinking_trajectories_tpt" in changed(embedded, embedded, settings=gpu)
     assert "token_shards_vanilla" not in changed(embedded, embedded, settings=gpu)
 
 
@@ -133,7 +133,7 @@ def test_the_shard_set_names_everything_that_reads_all_shards(embedded, tmp_path
 
     one, two = manifest("shard-00000"), manifest("shard-00000", "shard-00001")
     grown = {k for k in one if one[k] != two[k]}
-    assert grown == {"corpus_manifest", "generation_cost_estimate", "report"} | branch("vanilla") | branch(
+    assert grown == {"corpus_manifest", "generation_cost_estimate_tpt", "report"} | branch("vanilla") | branch(
         "tpt"
     ) | cells(embedded, "vanilla", "tpt")
     again = outputs_for(embedded, tmp_path, SETTINGS)
@@ -144,15 +144,15 @@ def test_the_shard_set_names_everything_that_reads_all_shards(embedded, tmp_path
 
 def test_paths_name_the_version_and_code_versions_follow_upstream(embedded):
     outputs = outputs_for(embedded, "/artifacts", SETTINGS)
-    thinking = outputs.of("thinking_trajectories")
-    assert thinking.path.name == thinking.version
+    thinking = outputs.of("thinking_trajectories", "tpt")
+    assert thinking.path.name == f"tpt-{thinking.version}"
     checkpoint = outputs.of("checkpoint", "tpt", "base")
     assert checkpoint.path.name == f"tpt-{checkpoint.version}"
     other = outputs_for(edit(embedded, "corpus", min_chars=10), "/artifacts", SETTINGS)
-    assert other.of("thinking_trajectories").version != thinking.version  # upstream changed: new output
+    assert other.of("thinking_trajectories", "tpt").version != thinking.version  # upstream changed: new output
     # and Dagster sees a new code version on every asset below the change at once, before anything reruns
     for stage, variant in [
-        ("thinking_trajectories", None),
+        ("thinking_trajectories", "tpt"),
         ("checkpoint", "vanilla"),
         ("benchmark_scores", "tpt"),
         ("report", None),

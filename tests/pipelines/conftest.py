@@ -51,7 +51,7 @@ def graph_names(experiment: Experiment) -> GraphNames:
         nightly_schedule=nightly_benchmarks(experiment, jobs["benchmarks"]).name,
         discovery_schedule=daily_corpus_discovery(experiment, jobs["corpus"]).name,
         corpus=asset_key(experiment, "corpus").path,
-        trajectories=asset_key(experiment, "thinking_trajectories").path,
+        trajectories=asset_key(experiment, "thinking_trajectories", "tpt").path,
         vanilla_tokens=asset_key(experiment, "token_shards", "vanilla").path,
         vanilla_mixture=asset_key(experiment, "data_mixture", "vanilla").path,
         scales=list(scale_partitions(experiment).get_partition_keys()),

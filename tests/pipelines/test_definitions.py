@@ -14,14 +14,14 @@ from tpt.config import Experiment
 
 MANIFEST = "corpus_manifest"  # every stage that reads all shards depends on the shard set directly
 STAGES = {
-    "thinking_model": set(),
+    "thinking_model_tpt": set(),
     "corpus": set(),
     MANIFEST: {"corpus"},
-    "generation_cost_estimate": {"corpus", "thinking_model", MANIFEST},
-    "thinking_trajectories": {"corpus", "thinking_model"},
-    "augmented_documents": {"corpus", "thinking_trajectories"},
+    "generation_cost_estimate_tpt": {"corpus", "thinking_model_tpt", MANIFEST},
+    "thinking_trajectories_tpt": {"corpus", "thinking_model_tpt"},
+    "augmented_documents_tpt": {"corpus", "thinking_trajectories_tpt"},
     "token_shards_vanilla": {"corpus"},
-    "token_shards_tpt": {"augmented_documents"},
+    "token_shards_tpt": {"augmented_documents_tpt"},
     "data_mixture_vanilla": {"token_shards_vanilla", MANIFEST},
     "data_mixture_tpt": {"token_shards_tpt", MANIFEST},
     "checkpoint_vanilla": {"data_mixture_vanilla", "token_shards_vanilla", MANIFEST},
@@ -51,8 +51,9 @@ def test_embedded_graph_has_every_stage_with_its_dependencies():
     assert [s.name for s in defs.sensors] == ["embedded_new_shards", "embedded_new_checkpoints", "embedded_report"]
     checks = {(c.asset_key.path[-1], c.name) for c in defs.resolve_asset_graph().asset_check_keys}
     checked = {asset for asset, _ in checks}
-    assert checked == set(STAGES) - {"thinking_model", MANIFEST, "generation_cost_estimate", "report"}  # data stages
-    assert {("augmented_documents", "same_documents_as_the_corpus"), ("checkpoint_tpt", "loss_decreased")} <= checks
+    unchecked = {"thinking_model_tpt", MANIFEST, "generation_cost_estimate_tpt", "report"}
+    assert checked == set(STAGES) - unchecked  # data stages
+    assert {("augmented_documents_tpt", "same_documents_as_the_corpus"), ("checkpoint_tpt", "loss_decreased")} <= checks
     assert ("data_mixture_vanilla", "order_fills_the_token_budget") in checks
 
 
@@ -141,14 +142,14 @@ def test_accelerator_stages_share_one_pool_and_ray_stages_retry(embedded):
     def node(name: str):
         return graph.get(dg.AssetKey(["embedded", name]))
 
-    on_device = {"thinking_trajectories", "generation_cost_estimate", "checkpoint_tpt", "benchmark_scores_tpt"}
+    on_device = {"thinking_trajectories_tpt", "generation_cost_estimate_tpt", "checkpoint_tpt", "benchmark_scores_tpt"}
     assert {n for n in STAGES if node(n).pools == {ACCELERATOR_POOL}} == on_device | {
         "checkpoint_vanilla",
         "benchmark_scores_vanilla",
     }
     retried = {n for n in STAGES if graph.assets_def_for_key(node(n).key).op.retry_policy}
     assert retried == {
-        "thinking_trajectories",
+        "thinking_trajectories_tpt",
         "token_shards_vanilla",
         "token_shards_tpt",
         "checkpoint_vanilla",
@@ -184,7 +185,8 @@ def test_paper_experiment_loads_beside_the_default(monkeypatch):
     defs = build_definitions()
     assert _graph(defs, "paper_8b") == STAGES
     graph = defs.resolve_asset_graph()
-    paper, small = (graph.get(dg.AssetKey([e, "thinking_trajectories"])).code_version for e in ("paper_8b", "embedded"))
+    key = "thinking_trajectories_tpt"
+    paper, small = (graph.get(dg.AssetKey([e, key])).code_version for e in ("paper_8b", "embedded"))
     assert paper != small
 
 

@@ -110,22 +110,22 @@ def test_every_asset_and_check_succeeds(run):
     experiment, _, first, _ = run
     benchmarks = list(experiment.evaluation.benchmarks)
     scales = experiment.scale_names
-    cells = ["benchmarks"] * len(benchmarks) * len(scales)
-    jobs = ["corpus", "generation_estimate", "data", *["training"] * len(scales), *cells, "report"]
+    each_run = ["training", *["benchmarks"] * len(benchmarks)]  # a run's cells right after its training
+    jobs = ["corpus", "generation_estimate", "data", *each_run * len(scales), "report"]
     assert [r.job_def.name for r in first] == [f"micro_{j}" for j in jobs]
     assert all(r.success for r in first)
     per_asset = {}
     for event in _events(first):
         per_asset.setdefault(event.asset_key.path[-1], []).append(event.partition)
     shards = ["shard-00000", "shard-00001"]
-    for name in ("thinking_trajectories", "augmented_documents", "token_shards_vanilla", "token_shards_tpt"):
+    for name in ("thinking_trajectories_tpt", "augmented_documents_tpt", "token_shards_vanilla", "token_shards_tpt"):
         assert sorted(per_asset.pop(name)) == shards  # one materialization per shard partition
     for variant in experiment.variants:  # one run per scale, then per (scale, benchmark) cell
         assert per_asset.pop(f"data_mixture_{variant}") == per_asset.pop(f"checkpoint_{variant}") == scales
         assert per_asset.pop(f"benchmark_scores_{variant}") == [f"{b}|{s}" for s in scales for b in benchmarks]
-    for name in ("corpus", "corpus_manifest", "thinking_model"):  # the corpus job, then the data run found them
+    for name in ("corpus", "corpus_manifest", "thinking_model_tpt"):  # the corpus job, then the data run found them
         assert per_asset.pop(name) == [None, None]
-    assert set(per_asset) == {"generation_cost_estimate", "report"}
+    assert set(per_asset) == {"generation_cost_estimate_tpt", "report"}
     checks = [c for r in first for c in r.get_asset_check_evaluations()]
     assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
 
@@ -134,8 +134,8 @@ def test_document_counts_agree_across_stages(run):
     _, _, first, _ = run
     corpus = _metadata(first, "corpus")
     assert corpus["documents"] == 8 and corpus["shards"] == 2
-    assert _summed(first, "thinking_trajectories", "documents") == 8
-    assert _summed(first, "augmented_documents", "documents") == 8
+    assert _summed(first, "thinking_trajectories_tpt", "documents") == 8
+    assert _summed(first, "augmented_documents_tpt", "documents") == 8
     for variant in ("vanilla", "tpt"):
         assert _summed(first, f"token_shards_{variant}", "documents") == 8
 
@@ -146,11 +146,11 @@ def test_token_counts_agree_across_stages(run, smollm2_dir):
     catalog = Catalog(root / "catalog.duckdb")
     [row] = catalog.query(
         "SELECT sum(output_tokens) AS out, count(*) AS docs FROM trajectories WHERE thinking_trajectories_version = ?",
-        [plan.of("thinking_trajectories").version],
+        [plan.of("thinking_trajectories", "tpt").version],
     )
-    assert (row["out"], row["docs"]) == (_summed(first, "thinking_trajectories", "output_tokens"), 8)
+    assert (row["out"], row["docs"]) == (_summed(first, "thinking_trajectories_tpt", "output_tokens"), 8)
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    for variant, stage in (("vanilla", plan.of("corpus")), ("tpt", plan.of("augmented_documents"))):
+    for variant, stage in (("vanilla", plan.of("corpus")), ("tpt", plan.of("augmented_documents", "tpt"))):
         texts = [t for p in sorted(stage.path.glob("shard-*.parquet")) for t in pq.read_table(p)["text"].to_pylist()]
         expected = sum(len(tokenizer(t, split_special_tokens=True)["input_ids"]) + 1 for t in texts)  # + EOS
         assert _summed(first, f"token_shards_{variant}", "real_tokens") == expected
@@ -163,7 +163,7 @@ def test_token_counts_agree_across_stages(run, smollm2_dir):
 
 def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):
     experiment, root, first, _ = run
-    trajectories = _metadata(first, "thinking_trajectories")
+    trajectories = _metadata(first, "thinking_trajectories_tpt")
     assert trajectories["output_tokens"] > 0 and trajectories["engine"].startswith("transformers-")
     vanilla, tpt = (_summed(first, f"token_shards_{v}", "real_tokens") for v in ("vanilla", "tpt"))
     assert tpt > vanilla
@@ -182,11 +182,11 @@ def test_thinking_adds_tokens_and_both_variants_train_on_the_same_budget(run):
         model = AutoModelForCausalLM.from_pretrained(ckpt["final_model"])
         assert model.config.hidden_size == training.model.hidden_size
     plan = outputs_at(experiment, root)
-    augmented = pq.read_table(plan.of("augmented_documents").path / "shard-00000.parquet").to_pylist()
+    augmented = pq.read_table(plan.of("augmented_documents", "tpt").path / "shard-00000.parquet").to_pylist()
     thinking = {
         r["doc_id"]: r["thinking"]
         for r in pq.read_table(
-            next((plan.of("thinking_trajectories").path / "shard-00000").glob("*.parquet"))
+            next((plan.of("thinking_trajectories", "tpt").path / "shard-00000").glob("*.parquet"))
         ).to_pylist()
     }
     joined = [r for r in augmented if r["doc_id"] in thinking and thinking[r["doc_id"]]]
@@ -209,7 +209,7 @@ def test_scores_for_every_benchmark_are_in_range_and_traceable(run):
         assert meta["stage_version"] == plan.of("benchmark_scores", variant, scale, benchmark).version
         links = [f"checkpoint_{variant}", f"data_mixture_{variant}", f"token_shards_{variant}", "corpus_manifest"]
         assert all(f"[{asset}](/assets/micro/{asset})" in meta["lineage"] for asset in [*links, "corpus"])
-        assert ("thinking_trajectories" in meta["lineage"]) is (variant == "tpt")
+        assert ("thinking_trajectories_tpt" in meta["lineage"]) is (variant == "tpt")
         samples = catalog.query(
             "SELECT count(*) AS n, sum(correct::INT) AS right FROM eval_samples "
             "WHERE variant = ? AND benchmark = ? AND benchmark_scores_version = ?",
@@ -297,7 +297,7 @@ def test_second_run_recomputes_nothing(run):
     assert {e.asset_key.path[-1] for e in events} == {e.asset_key.path[-1] for e in _events(run[2])}
     for event in events:
         meta = {k: v.value for k, v in event.materialization.metadata.items()}
-        if event.asset_key.path[-1] == "thinking_model":  # a lookup of an input, never a computation
+        if event.asset_key.path[-1] == "thinking_model_tpt":  # a lookup of an input, never a computation
             continue
         assert meta["reused_finished_output"] is True, event.asset_key
     for scale in experiment.scale_names:
@@ -330,9 +330,9 @@ def _stale(experiment: Experiment, root: Path, instance: dg.DagsterInstance) -> 
 
 
 TPT_BELOW_THINKING = {
-    "generation_cost_estimate",
-    "thinking_trajectories",
-    "augmented_documents",
+    "generation_cost_estimate_tpt",
+    "thinking_trajectories_tpt",
+    "augmented_documents_tpt",
     "token_shards_tpt",
     "data_mixture_tpt",
     "checkpoint_tpt",

@@ -84,3 +84,30 @@ def test_a_run_killed_while_holding_the_accelerator_is_failed_and_its_slot_freed
         assert holders == ["alive"]
         assert instance.get_run_by_id("killed").status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id("alive").status == dg.DagsterRunStatus.STARTED
+
+
+def _failing_run(tmp_path, monkeypatch, embedded, capfd, *flags: str) -> tuple[int, str, str]:
+    """``tpt run`` of an experiment whose corpus folder does not exist: the first run fails, and the command ends."""
+    raw = embedded.model_dump(mode="json") | {"name": "talks"}
+    raw["corpus"]["sources"] = [{"kind": "local", "name": "docs", "path": str(tmp_path / "missing")}]
+    raw["mixture"] = {"sources": None}
+    path = tmp_path / "talks.yaml"
+    path.write_text(json.dumps(raw))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TPT_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("TPT_CATALOG", str(tmp_path / "artifacts" / "catalog.duckdb"))
+    (tmp_path / "home").mkdir(exist_ok=True)
+    code = main(["run", str(path), *flags])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_tpt_run_reports_progress_and_a_summary_without_dagsters_event_lines(tmp_path, monkeypatch, embedded, capfd):
+    code, out, err = _failing_run(tmp_path, monkeypatch, embedded, capfd)
+    assert code == 1
+    assert out.startswith("[1/") and "] corpus: FAILED in " in out
+    assert "tpt run talks: 0 of 1 runs succeeded" in out and f"artifacts: {tmp_path / 'artifacts' / 'talks'}" in out
+    assert f"UI: DAGSTER_HOME={tmp_path / 'home'} dagster dev -w workspace.yaml" in out
+    assert " - DEBUG - " not in out + err and "STEP_START" not in out + err
+    _, verbose_out, verbose_err = _failing_run(tmp_path, monkeypatch, embedded, capfd, "--verbose")
+    assert "STEP_START" in verbose_out + verbose_err

@@ -72,6 +72,6 @@ def test_missing_upstream_work_fails_once_without_retries_despite_the_retry_poli
     types = [e.event_type for e in result.all_events]
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in types  # the trajectories and token shard stages do retry
     failed = {e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE}
-    assert failed == {"embedded__thinking_trajectories", "embedded__token_shards_vanilla"}
+    assert failed == {"embedded__thinking_trajectories_tpt", "embedded__token_shards_vanilla"}
     hooked = [m for m in _messages(instance, result.run_id) if m.startswith("TPT step")]
     assert len(hooked) == 2 and all("the corpus is not built for this config" in m for m in hooked)

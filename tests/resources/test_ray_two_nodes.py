@@ -96,7 +96,7 @@ def _plan(experiment: Experiment, root: Path) -> Outputs:
 
 
 def _trajectories(plan: Outputs) -> list[dict]:
-    folder = plan.of("thinking_trajectories").path
+    folder = plan.of("thinking_trajectories", "tpt").path
     shards = sorted(p.name for p in folder.iterdir() if p.is_dir())
     rows = [row for s in shards for row in read_trajectories(folder / s).to_pylist()]
     return sorted(({k: v for k, v in r.items() if k != "batch_wall_s"} for r in rows), key=lambda r: r["doc_id"])

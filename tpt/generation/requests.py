@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from tpt.config import GenerationConfig
 from tpt.versioning import content_hash, versioned_fields
 
-PART_GLOB = "*/trajectories/*/shard-*/part-*.parquet"
+PART_GLOB = "*/*/*/shard-*/part-*.parquet"  # <experiment>/<stage>/<output>/<shard>: thinking and estimate samples
 INDEX = "request_index.duckdb"
 _SCHEMA = "CREATE TABLE IF NOT EXISTS requests (request_key VARCHAR PRIMARY KEY, part VARCHAR NOT NULL)"
 
@@ -33,14 +33,6 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS requests (request_key VARCHAR PRIMARY KEY,
 def request_keys(doc_ids: list[str], generation: GenerationConfig, engine_version: str) -> list[str]:
     settings = content_hash(versioned_fields(generation), engine_version, length=32)
     return [content_hash(settings, doc_id, length=32) for doc_id in doc_ids]
-
-
-def index_root(out_dir: Path, cache_root: Path | None) -> Path | None:
-    """Where the index of trajectories written under ``out_dir`` lives: the artifact root, which is ``cache_root``
-    when given, else three levels above a ``<root>/<experiment>/trajectories/<version>`` folder."""
-    if cache_root is not None:
-        return cache_root
-    return out_dir.parents[2] if out_dir.parent.name == "trajectories" and len(out_dir.parents) > 2 else None
 
 
 def record_part(root: Path, part: Path, table: pa.Table) -> None:

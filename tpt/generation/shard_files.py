@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import GenerationConfig
 from tpt.generation.engines import EngineSpec, engine_version
-from tpt.generation.requests import index_root, record_part, request_keys
+from tpt.generation.requests import record_part, request_keys
 from tpt.generation.shard_runner import (
     SUCCESS,
     TIMES,
@@ -108,7 +108,7 @@ def generate_shard_files(
     generated: Counter = Counter()
     out_tokens = 0
     written: list[pa.Table] = []  # this run's rows, timestamps only: the telemetry's input
-    index = index_root(out_dir, cache_root)
+    index = cache_root  # the artifact root: the index of every finished request under it
     pending = [s for s, n in todo.items() if n]
     if pending:
         from tpt.progress import Progress

@@ -36,7 +36,7 @@ from tpt.config import GenerationConfig
 from tpt.errors import InputError
 from tpt.generation import vllm_processor
 from tpt.generation.engines import EngineSpec, engine_version
-from tpt.generation.requests import cached_rows, index_root, record_part, request_keys
+from tpt.generation.requests import cached_rows, record_part, request_keys
 from tpt.generation.telemetry import EngineTelemetry, measure
 from tpt.generation.worker import OUTPUT_SCHEMA, ThinkingWorker
 from tpt.progress import Progress
@@ -118,7 +118,7 @@ def generate_shards(
     before = {s: _done_ids(out_dir / s) for s in shards if s not in finished}
     todo = _pending(shards, before, generation, spec)
     hits: Counter = Counter()
-    index = index_root(out_dir, cache_root)
+    index = cache_root  # the artifact root: the index of every finished request under it
     if cache_root is not None and todo.num_rows:
         hits, hit_keys = _copy_cache_hits(todo, out_dir, cache_root)
         todo = todo.filter(pc.invert(pc.is_in(todo["request_key"], pa.array(sorted(hit_keys), pa.string()))))

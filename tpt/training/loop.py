@@ -6,11 +6,17 @@ the mean over real target tokens of the whole batch (padding masked), so it does
 split. Each packed sequence of T tokens gives T - 1 predictions; attention runs across document boundaries
 inside a sequence (EOS marks them), as in GPT and LLaMA pretraining.
 
+Memory: the model is built on the meta device and materialised only as this rank's part (``model.init_weights``:
+the same weights for any world size); ``activation_checkpointing`` recomputes each decoder layer in the backward;
+``loss_chunk_tokens`` never holds the whole micro-batch's logits (``loss.py``); ``memory.py`` refuses, before any
+allocation, a config whose estimate exceeds the device.
+
 Reproducibility: on CPU the run enables ``torch.use_deterministic_algorithms`` (restored afterwards), and every
 input to a step is restored from the checkpoint (weights, AdamW moments, schedule, RNG, data position), so a
 resumed run repeats the uninterrupted loss curve exactly, given the same torch build, the same thread count
-(``torch.get_num_threads()``: reductions split differently across threads) and the same micro-batch size. On
-CUDA, bf16 autocast and non-deterministic kernels make curves equal only to rounding.
+(``torch.get_num_threads()``: reductions split differently across threads), the same micro-batch size and the same
+world size and strategy. A checkpoint resumes under another world size or strategy too (``checkpoint.py``), then
+equal to rounding. On CUDA, bf16 and non-deterministic kernels make curves equal only to rounding.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -26,7 +33,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tpt.atomic import read_json, write_atomic, write_json
 from tpt.config import TrainingConfig
@@ -34,29 +40,32 @@ from tpt.errors import InputError
 from tpt.progress import Progress
 from tpt.tokenization.tokenizer import load_tokenizer, special_ids
 from tpt.training.checkpoint import (
+    Checkpointer,
     checkpoint_dirs,
-    load_state,
+    load_checkpoint,
     read_meta,
     remove_partial,
-    save_checkpoint,
     training_fingerprint,
+    verify,
 )
 from tpt.training.data import DataOrder, SequenceOrder, TokenSequences
 from tpt.training.export import export_hf
+from tpt.training.loss import IGNORE, CausalLMLoss
+from tpt.training.memory import MemoryEstimate, check_fits, training_memory
 from tpt.training.model import (
     SpecialTokens,
-    build_model,
-    check_fits,
+    empty_model,
     flops_per_token,
+    init_buffers,
+    init_weights,
     llama_config,
-    memory_estimate,
     param_count,
 )
 from tpt.training.optim import make_optimizer, make_scheduler
-from tpt.training.sharding import export_sharded, gather_state, restore_state, shard_model
+from tpt.training.planner import peak_flops
+from tpt.training.sharding import export_sharded, gradient_sync, replicate, shard_model
 from tpt.versioning import content_hash
 
-IGNORE = -100
 RESULT_FILE = "train_result.json"  # written last: its presence means the run finished
 StepCallback = Callable[[int, float, float, int, float], None]
 
@@ -71,9 +80,9 @@ class DataParallel:
     starts it). Each rank takes every ``world_size``-th sequence of a step; gradients and losses are summed over
     ranks, so the step equals the single-process step on the same global batch up to float summation order.
 
-    ``strategy``: ``ddp`` keeps a whole model per rank and all-reduces the gradients once per step; ``fsdp``
-    shards weights, gradients and AdamW moments over the ranks (``sharding.py``), for models that do not fit one
-    device, at the cost of all-gathering each layer's weights in every forward and backward."""
+    ``strategy``: ``ddp`` keeps a whole model per rank (``DistributedDataParallel``); ``fsdp`` shards weights,
+    gradients and AdamW moments over the ranks (FSDP2), for models that do not fit one device, at the cost of
+    all-gathering each layer's weights in every forward and backward (``sharding.py``)."""
 
     rank: int
     world_size: int
@@ -105,6 +114,13 @@ class TrainResult:
     loss_curve: Path
     resumed_from_step: int
     device: str
+    world_size: int = 1
+    strategy: str = "single"
+    device_name: str = ""
+    tokens_per_s_per_device: float = 0.0
+    peak_flops: float | None = None  # the device's dense bf16 peak (data sheet), read where the run ran
+    mfu: float | None = None  # model FLOPs (no recomputation counted) per second per device / peak_flops
+    estimated_memory_bytes: int = 0
 
     def as_metadata(self) -> dict[str, Any]:
         """Scalars only (the per-step curve lives in ``loss_curve``), for asset metadata and the catalog."""
@@ -133,35 +149,41 @@ class TrainResult:
             return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def train(
+@dataclass(frozen=True)
+class Preflight:
+    """What a run will do, decided before any tensor is allocated (``preflight``)."""
+
+    total_steps: int
+    per_step: int
+    order: SequenceOrder
+    fingerprint: str
+    data_fingerprint: str
+    resume_from: Path | None
+    meta: dict[str, Any] | None
+    estimate: MemoryEstimate
+    special: SpecialTokens
+
+
+def preflight(
     config: TrainingConfig,
     shards: TokenSequences,
     out_dir: str | Path,
     *,
     tokenizer_dir: str | Path,
     order: SequenceOrder | None = None,
-    parallel: DataParallel | None = None,
+    world_size: int = 1,
+    strategy: str = "ddp",
     device: str = "cpu",
-    log: Callable[[str], None] = print,
-    on_step: StepCallback | None = None,
     memory_limit_bytes: int | None = None,
-    keep_checkpoints: int = 2,
-    log_interval_s: float = 10.0,
-) -> TrainResult | None:
-    """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens, reading sequences in
-    ``order`` (a resolved mixture; by default every sequence once per epoch). ``parallel``: this process's rank in
-    a data-parallel run; only the chief writes checkpoints and results, and only it returns the result.
-
-    ``on_step(step, loss, lr, tokens_seen, tokens_per_s)`` runs after each step (and after that step's checkpoint,
-    so raising from it stops a run that can resume). Writes ``out_dir/checkpoints/``, ``out_dir/final/`` (HF
-    format), ``out_dir/loss_curve.csv`` and ``out_dir/train_result.json``.
-    """
-    started = time.monotonic()
-    out_dir, cuda = Path(out_dir), device.startswith("cuda")
-    chief = parallel is None or parallel.is_chief
-    sharded = parallel is not None and parallel.sharded
-    if not chief:
-        log = _silent
+    check_memory: bool = True,
+    verify_checkpoint: bool = False,
+) -> Preflight:
+    """Every check that can refuse a run, with a one-line error, before any compute: shards vs config and
+    tokenizer, the data order against the budget, the batch against the world size, the newest checkpoint
+    against config and data (one written under another world size or strategy is accepted: it reshards; with
+    ``verify_checkpoint`` also every file's checksum, which loading checks anyway), and the memory estimate against
+    ``memory_limit_bytes`` (default: what ``device`` has free). The Ray launcher runs it in the driver too, so bad
+    input fails once instead of being retried by the failure policy."""
     if shards.seq_len != config.seq_len:
         raise TrainingInputError(
             f"token shards are packed at seq_len {shards.seq_len}, the config trains at {config.seq_len}"
@@ -181,58 +203,118 @@ def train(
             f"the token budget needs {total_steps * per_step} sequences ({total_steps} steps) but the data order "
             f"ends before that: {exc}"
         ) from None
+    if per_step % world_size:
+        raise TrainingInputError(
+            f"{per_step} sequences per step (batch_tokens / seq_len) do not split over {world_size} ranks; use a "
+            f"world size that divides {per_step}"
+        )
     fingerprint, data_fingerprint = training_fingerprint(config), content_hash(shards.fingerprint, order.fingerprint)
+    existing = checkpoint_dirs(Path(out_dir) / "checkpoints")
+    meta = read_meta(existing[-1], fingerprint, data_fingerprint) if existing else None
+    if meta is not None and verify_checkpoint:
+        verify(existing[-1], meta)
+    estimate = training_memory(config, shards.vocab_size, device=device, world_size=world_size, strategy=strategy)
+    if check_memory:
+        check_fits(estimate, device, memory_limit_bytes, checkpointing=config.activation_checkpointing)
+    return Preflight(
+        total_steps=total_steps,
+        per_step=per_step,
+        order=order,
+        fingerprint=fingerprint,
+        data_fingerprint=data_fingerprint,
+        resume_from=existing[-1] if existing else None,
+        meta=meta,
+        estimate=estimate,
+        special=SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id),
+    )
 
-    # Everything that can refuse the run does so before any tensor is allocated.
+
+def train(
+    config: TrainingConfig,
+    shards: TokenSequences,
+    out_dir: str | Path,
+    *,
+    tokenizer_dir: str | Path,
+    order: SequenceOrder | None = None,
+    parallel: DataParallel | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    on_step: StepCallback | None = None,
+    memory_limit_bytes: int | None = None,
+    keep_checkpoints: int = 2,
+    log_interval_s: float = 10.0,
+) -> TrainResult | None:
+    """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens, reading sequences in
+    ``order`` (a resolved mixture; by default every sequence once per epoch). ``parallel``: this process's rank in
+    a data-parallel run; every rank writes its shard of each checkpoint, only the chief writes the results and the
+    final model, and only it returns the result.
+
+    ``on_step(step, loss, lr, tokens_seen, tokens_per_s)`` runs after each step (and after that step's checkpoint,
+    so raising from it stops a run that can resume). Writes ``out_dir/checkpoints/``, ``out_dir/final/`` (HF
+    format), ``out_dir/loss_curve.csv`` and ``out_dir/train_result.json``.
+    """
+    started = time.monotonic()
+    out_dir, cuda = Path(out_dir), device.startswith("cuda")
+    chief = parallel is None or parallel.is_chief
+    world = parallel.world_size if parallel is not None else 1
+    sharded = parallel is not None and parallel.sharded
+    if not chief:
+        log = _silent
+    plan = preflight(
+        config,
+        shards,
+        out_dir,
+        tokenizer_dir=tokenizer_dir,
+        order=order,
+        world_size=world,
+        strategy=parallel.strategy if parallel is not None else "ddp",
+        device=device,
+        memory_limit_bytes=memory_limit_bytes,
+    )
+    total_steps, per_step, order, meta = plan.total_steps, plan.per_step, plan.order, plan.meta
     ckpt_root = out_dir / "checkpoints"
-    if parallel is not None and per_step % parallel.world_size:
-        raise TrainingInputError(f"{per_step} sequences per step do not split over {parallel.world_size} ranks")
     if chief:
         remove_partial(ckpt_root)
-    existing = checkpoint_dirs(ckpt_root)
-    meta = read_meta(existing[-1], fingerprint, data_fingerprint) if existing else None
     vocab = shards.vocab_size
     n_params, fpt = param_count(config.model, vocab), flops_per_token(config.model, vocab, config.seq_len)
-    estimate = memory_estimate(
-        config.model,
-        vocab,
-        config.seq_len,
-        config.micro_batch_size,
-        activation_bytes=2 if cuda else 4,
-        shards=parallel.world_size if sharded else 1,
-    )
-    check_fits(estimate, device, memory_limit_bytes)
     log(
-        f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{estimate.total / 2**30:.2f} GiB"
-        f"{f' per rank (FSDP over {parallel.world_size})' if sharded else ''}; "
+        f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{plan.estimate.total / 2**30:.2f} GiB"
+        f"{f' per rank (FSDP over {world})' if sharded else ''}"
+        f"{', activation checkpointing' if config.activation_checkpointing else ''}; "
         f"{total_steps} steps x {per_step} sequences of {config.seq_len}, "
         f"{order.epochs(total_steps * per_step):.2f} epoch(s) over {len(shards)} sequences on {device}"
     )
 
     with _deterministic(device):
         torch.manual_seed(config.seed)
-        special = SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id)
-        model = build_model(llama_config(config.model, vocab, config.seq_len, special))
+        lm = empty_model(llama_config(config.model, vocab, config.seq_len, plan.special))
+        if config.activation_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        net: torch.nn.Module = CausalLMLoss(lm, config.loss_chunk_tokens)
         if sharded:
-            shard_model(model, device)
+            shard_model(net, device)
         else:
-            model = model.to(device)
-        optimizer = make_optimizer(model, config, device)
+            net.to_empty(device=device)
+            lm.tie_weights()  # to_empty gave the tied LM head a tensor of its own
+        init_buffers(lm)
+        if meta is None:
+            init_weights(lm, config.seed)
+        optimizer = make_optimizer(lm, config, device)
         scheduler = make_scheduler(optimizer, config, total_steps)
+        checkpointer = Checkpointer(ckpt_root, keep=keep_checkpoints, async_save=config.async_checkpoint)
         start_step, curve = 0, []
         if meta is not None:
-            state = load_state(existing[-1], meta)
-            if sharded:
-                restore_state(model, optimizer, state["model"], state["optimizer"])
-            else:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
+            state = load_checkpoint(plan.resume_from, meta, lm, optimizer)
             scheduler.load_state_dict(state["scheduler"])
             _set_rng(state["rng"], cuda)
             start_step, curve = int(state["step"]), list(state["curve"])
-            log(f"resuming from {existing[-1]} at step {start_step}/{total_steps}")
-        model.train()
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+            saved_world = int(meta.get("world_size", 1))
+            reshard = f" (written by {saved_world} rank(s), resharded to {world})" if saved_world != world else ""
+            log(f"resuming from {plan.resume_from} at step {start_step}/{total_steps}{reshard}")
+        if parallel is not None and not sharded:
+            net = replicate(net, device)
+        net.train()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and not sharded else contextlib.nullcontext()
         progress = Progress("training steps", total_steps - start_step, log, unit="tokens", interval_s=log_interval_s)
         loop_start, session_tokens, tokens_per_s = time.monotonic(), 0, float(meta["tokens_per_s"]) if meta else 0.0
 
@@ -242,35 +324,45 @@ def train(
                 indices = indices[parallel.rank :: parallel.world_size]
             tokens, lengths = shards.batch(indices)
             lr = optimizer.param_groups[0]["lr"]
-            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast, parallel)
+            loss, grad_norm = _train_step(net, lm, tokens, lengths, config, device, autocast, parallel)
             optimizer.step()
             scheduler.step()
             done, session_tokens = step + 1, session_tokens + config.batch_tokens
             tokens_per_s = session_tokens / max(time.monotonic() - loop_start, 1e-9)
             curve.append(dict(step=done, loss=loss, lr=lr, grad_norm=grad_norm, tokens_seen=done * config.batch_tokens))
-            if (chief or sharded) and (done % config.checkpoint_every == 0 or done == total_steps):
-                state = _training_state(model, optimizer, scheduler, cuda, done, done * per_step, curve, sharded)
-                meta_out = dict(
-                    fingerprint=fingerprint,
-                    data_fingerprint=data_fingerprint,
+            if done % config.checkpoint_every == 0 or done == total_steps:
+                trainer_state = {
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _get_rng(cuda),
+                    "step": done,
+                    "data_position": done * per_step,
+                    "curve": curve,
+                }
+                run_meta = dict(
+                    fingerprint=plan.fingerprint,
+                    data_fingerprint=plan.data_fingerprint,
                     tokens_per_s=tokens_per_s,
                     config=config.model_dump(mode="json"),
+                    strategy=parallel.strategy if parallel is not None else "single",
                     loss=loss,
                 )
-                if chief:
-                    save_checkpoint(ckpt_root, done, state, meta_out, keep=keep_checkpoints)
+                checkpointer.save(done, lm, optimizer, trainer_state, run_meta)
             progress.advance(1, amount=config.batch_tokens, extra=f"loss {loss:.4f}, lr {lr:.2e}")
             if on_step is not None:
                 on_step(done, loss, lr, done * config.batch_tokens, tokens_per_s)
+        checkpointer.finish()
 
         if sharded:  # every rank takes part in gathering the weights
-            final_model = export_sharded(model, tokenizer_dir, out_dir / "final")
+            final_model = export_sharded(lm, tokenizer_dir, out_dir / "final")
         elif chief:
-            final_model = export_hf(model, tokenizer_dir, out_dir / "final")
+            final_model = export_hf(lm, tokenizer_dir, out_dir / "final")
         if not chief:  # the chief (rank 0) writes everything
             return None
 
     losses = [float(row["loss"]) for row in curve]
+    device_name = torch.cuda.get_device_name(torch.device(device)) if cuda else (platform.processor() or "cpu")
+    peak = peak_flops(device_name) if cuda else None
+    per_device = tokens_per_s / world
     result = TrainResult(
         steps=total_steps,
         tokens_seen=total_steps * config.batch_tokens,
@@ -287,17 +379,25 @@ def train(
         loss_curve=write_curve(out_dir / "loss_curve.csv", curve),
         resumed_from_step=start_step,
         device=device,
+        world_size=world,
+        strategy=parallel.strategy if parallel is not None else "single",
+        device_name=device_name,
+        tokens_per_s_per_device=per_device,
+        peak_flops=peak,
+        mfu=round(fpt * per_device / peak, 4) if peak else None,
+        estimated_memory_bytes=plan.estimate.total,
     )
     result.save(out_dir)
     log(
         f"trained {result.steps} steps, {result.tokens_seen} tokens, final loss {result.final_loss:.4f}, "
-        f"{result.tokens_per_s:.0f} tokens/s; model in {final_model}"
+        f"{result.tokens_per_s:.0f} tokens/s{f', MFU {result.mfu:.1%}' if result.mfu else ''}; model in {final_model}"
     )
     return result
 
 
 def _train_step(
-    model: torch.nn.Module,
+    net: torch.nn.Module,
+    lm: torch.nn.Module,
     tokens: np.ndarray,
     lengths: np.ndarray,
     config: TrainingConfig,
@@ -308,44 +408,31 @@ def _train_step(
     """Gradients of the batch loss (the caller takes the optimizer step); returns (loss, grad norm before clipping).
 
     Distributed, ``tokens`` is this rank's share of the batch: the loss is normalised by the targets of the whole
-    batch and gradients and loss are summed over ranks, which is the full batch's gradient and loss. Under FSDP
-    each backward reduce-scatters (sums) the gradients into this rank's shard, and the norm that clipping uses is
-    computed over all shards."""
-    model.zero_grad(set_to_none=True)
+    batch and gradients and loss are summed over ranks, which is the full batch's gradient and loss. Gradients are
+    reduced once, on the last micro-batch (DDP's bucketed all-reduce overlapping the backward, or FSDP's
+    reduce-scatter into each rank's shard); the norm that clipping uses is over the whole gradient."""
+    lm.zero_grad(set_to_none=True)
     n_targets = torch.tensor(int(np.clip(lengths - 1, 0, None).sum()), device=device)
     if parallel is not None:
         torch.distributed.all_reduce(n_targets)
     n_targets = max(int(n_targets), 1)
     total = torch.zeros((), device=device)
-    for lo in range(0, len(tokens), config.micro_batch_size):
+    starts = range(0, len(tokens), config.micro_batch_size)
+    for lo in starts:
         x = torch.from_numpy(tokens[lo : lo + config.micro_batch_size]).to(device)
         real = torch.from_numpy(lengths[lo : lo + config.micro_batch_size]).to(device)
         inputs, targets = x[:, :-1], x[:, 1:].clone()
         position = torch.arange(targets.shape[1], device=device)
         targets[position[None, :] >= real[:, None] - 1] = IGNORE  # target j is token j + 1: real if j + 1 < length
-        with autocast:
-            logits = model(input_ids=inputs).logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-        (loss / n_targets).backward()
+        with gradient_sync(net, last=lo == starts[-1]):
+            with autocast:
+                loss = net(inputs, targets)
+            (loss / n_targets).backward()
         total += loss.detach()
-    if parallel is not None and parallel.sharded:
+    if parallel is not None:
         torch.distributed.all_reduce(total)
-    elif parallel is not None:
-        _sum_over_ranks(model, total)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(lm.parameters(), config.grad_clip)
     return (total / n_targets).item(), float(grad_norm)
-
-
-def _sum_over_ranks(model: torch.nn.Module, total: torch.Tensor) -> None:
-    """One all-reduce of every gradient (flattened into one buffer) and of the loss sum."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads] + [total.reshape(1)])
-    torch.distributed.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
-    total.copy_(flat[-1])
 
 
 def _silent(line: str) -> None:
@@ -364,29 +451,6 @@ def _deterministic(device: str) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
-
-
-def _training_state(
-    model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    cuda: bool,
-    step: int,
-    position: int,
-    curve: list,
-    sharded: bool,
-) -> dict[str, Any]:
-    """Everything a step depends on, so the next step after a resume is the one an unbroken run takes."""
-    weights, moments = gather_state(model, optimizer) if sharded else (model.state_dict(), optimizer.state_dict())
-    return {
-        "model": weights,
-        "optimizer": moments,
-        "scheduler": scheduler.state_dict(),
-        "rng": _get_rng(cuda),
-        "step": step,
-        "data_position": position,
-        "curve": curve,
-    }
 
 
 def _get_rng(cuda: bool) -> dict[str, Any]:

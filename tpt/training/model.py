@@ -1,22 +1,15 @@
-"""The model being pretrained: a LLaMA-architecture config from the experiment's shape, and its arithmetic.
-
-Parameter count, FLOPs and memory are computed from the shape alone, so a config that cannot fit is refused
-before a single tensor is allocated, and throughput can be reported as model FLOPs (MFU) on any device.
+"""The model being pretrained: a LLaMA-architecture config from the experiment's shape, its initialisation, and
+its arithmetic. Parameter count and FLOPs are computed from the shape alone, so throughput can be reported as
+model FLOPs (MFU) on any device and memory estimated before anything is allocated (``memory.py``).
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from tpt.config import ModelShape
-from tpt.errors import InputError
-
-
-class ModelTooLargeError(InputError, MemoryError):
-    """The estimated training memory exceeds what the device has; the message is one line."""
+from tpt.versioning import content_hash
 
 
 @dataclass(frozen=True)
@@ -50,11 +43,65 @@ def llama_config(shape: ModelShape, vocab_size: int, seq_len: int, tokens: Speci
     )
 
 
-def build_model(config: Any) -> Any:
-    """A freshly initialised fp32 ``LlamaForCausalLM``; the caller seeds torch first for a reproducible init."""
+def empty_model(config: Any) -> Any:
+    """A ``LlamaForCausalLM`` on the meta device: shapes only, no memory, so FSDP can shard it before any rank
+    allocates the whole model."""
+    import torch
     from transformers import LlamaForCausalLM
 
-    return LlamaForCausalLM(config)
+    with torch.device("meta"):
+        return LlamaForCausalLM(config)
+
+
+def build_model(config: Any, *, seed: int = 0, device: str = "cpu") -> Any:
+    """A freshly initialised fp32 ``LlamaForCausalLM`` on ``device`` (see ``init_weights``)."""
+    model = empty_model(config)
+    model.to_empty(device=device)
+    model.tie_weights()  # to_empty gave the tied LM head a tensor of its own
+    init_buffers(model)
+    init_weights(model, seed)
+    return model
+
+
+def init_weights(model: Any, seed: int) -> None:
+    """Transformers' LLaMA init (normal(0, initializer_range) for matmul weights and embeddings, the padding row of
+    the embedding zero, norms one), drawn per parameter from a generator seeded by (seed, parameter name) on the
+    CPU. The draw depends on neither the world size nor the device, so one process, DDP and FSDP over any number of
+    ranks start from the same weights, and a rank only ever holds one whole tensor (FSDP keeps its shard of it)."""
+    import torch
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    std = model.config.initializer_range
+    owner = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            owner.setdefault(id(param), module)  # tied embeddings: the embedding, which comes first, owns the weight
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            module = owner[id(param)]
+            full = torch.empty(param.shape, dtype=torch.float32)
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                generator = torch.Generator().manual_seed(int(content_hash("init", seed, name), 16))
+                full.normal_(0.0, std, generator=generator)
+                if isinstance(module, torch.nn.Embedding) and module.padding_idx is not None:
+                    full[module.padding_idx] = 0
+            else:  # RMSNorm gains
+                full.fill_(1.0)
+            if isinstance(param, DTensor):  # each rank keeps its slice, no communication
+                full = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+            param.copy_(full.to(param.device, param.dtype) if not isinstance(full, DTensor) else full)
+
+
+def init_buffers(model: Any) -> None:
+    """The rotary embedding's frequencies, which ``to_empty`` leaves uninitialised (buffers are not in checkpoints)."""
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "original_inv_freq"):
+                fresh = type(module)(model.config)
+                for name, buffer in fresh.named_buffers(recurse=False):
+                    getattr(module, name).copy_(buffer)
 
 
 def embedding_params(shape: ModelShape, vocab_size: int) -> int:
@@ -89,86 +136,3 @@ def flops_per_token(shape: ModelShape, vocab_size: int, seq_len: int) -> int:
     if not shape.tie_embeddings:
         n -= embedding_params(shape, vocab_size)
     return 6 * n + 12 * shape.num_layers * shape.hidden_size * seq_len
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    weights: int
-    gradients: int
-    optimizer: int
-    activations: int
-    gathered: int = 0  # FSDP: whole weights and gradients of the units being computed
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations + self.gathered
-
-
-def memory_estimate(
-    shape: ModelShape,
-    vocab_size: int,
-    seq_len: int,
-    micro_batch_size: int,
-    *,
-    activation_bytes: int = 4,
-    shards: int = 1,
-) -> MemoryEstimate:
-    """Bytes to train one micro-batch on one device: fp32 weights and grads (4 + 4 per param), AdamW's two fp32
-    moments (8), and activations.
-
-    ``shards``: FSDP over that many ranks divides weights, grads and moments; at its peak a rank also holds the
-    all-gathered weights and not yet reduce-scattered grads (8 bytes per param) of the root unit (embeddings,
-    final norm, LM head: gathered for the whole forward and backward), of the decoder layer it computes and of
-    the one it prefetches. Activations are not sharded (each rank runs whole micro-batches).
-
-    The activation term is rough, on purpose: per layer ``s b h (34 + 5 a s / h)`` values (Korthikanti et al.
-    2022, no recomputation), scaled by ``activation_bytes / 2`` (their count is for 16-bit activations; pass 2
-    under bf16 autocast, 4 in fp32), plus the logits and their gradient (``3 b s V`` fp32 values, which
-    dominate for small models with large vocabularies).
-    """
-    n = param_count(shape, vocab_size)
-    s, b, h, a = seq_len, micro_batch_size, shape.hidden_size, shape.num_heads
-    per_layer = s * b * h * (34 + 5 * a * s / h) * activation_bytes / 2
-    logits = 3 * b * s * vocab_size * 4
-    root = n - shape.num_layers * layer_params(shape)
-    return MemoryEstimate(
-        weights=math.ceil(4 * n / shards),
-        gradients=math.ceil(4 * n / shards),
-        optimizer=math.ceil(8 * n / shards),
-        activations=int(shape.num_layers * per_layer + logits),
-        gathered=0 if shards == 1 else 8 * (root + 2 * layer_params(shape)),
-    )
-
-
-def available_memory(device: str) -> int | None:
-    """Free bytes on ``device`` (CUDA free memory, or the host's MemAvailable); None when it cannot be told."""
-    if device.startswith("cuda"):
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_fits(estimate: MemoryEstimate, device: str, limit_bytes: int | None = None) -> None:
-    """Refuse a config whose estimate exceeds ``limit_bytes`` (default: what the device has free now)."""
-    limit = available_memory(device) if limit_bytes is None else limit_bytes
-    if limit is not None and estimate.total > limit:
-        gib = 2**30
-        gathered = f", FSDP all-gathered {estimate.gathered / gib:.2f}" if estimate.gathered else ""
-        raise ModelTooLargeError(
-            f"training needs about {estimate.total / gib:.2f} GiB on {device} (weights {estimate.weights / gib:.2f}, "
-            f"grads {estimate.gradients / gib:.2f}, AdamW {estimate.optimizer / gib:.2f}, activations "
-            f"{estimate.activations / gib:.2f}{gathered}) but {limit / gib:.2f} GiB is available; use a smaller "
-            "model, seq_len or micro_batch_size, or shard it with FSDP over more Ray workers"
-        )

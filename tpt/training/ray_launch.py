@@ -1,11 +1,16 @@
 """Launching the same training loop data-parallel on a Ray cluster with Ray Train's ``TorchTrainer``.
 
-Every worker builds the same model from the same seed, reads its share of each step's sequences from the shared
-token shards and mixture order, and sums gradients with the others (gloo on CPUs, NCCL on GPUs), either holding
-the whole model (``strategy="ddp"``) or one shard of it (``"fsdp"``, for models that do not fit one device);
-rank 0 writes checkpoints, the loss curve and the final model exactly as a single-process run does, so a run
-resumes the same way however it was launched. Rank 0's log lines go to ``train.log`` in the output folder, which
-the launcher tails into the caller's log while the run goes on.
+Every worker initialises its part of the same model from the same seed, reads its share of each step's sequences
+from the shared token shards and mixture order, and sums gradients with the others (gloo on CPUs, NCCL on GPUs),
+either holding the whole model (``strategy="ddp"``) or one shard of it (``"fsdp"``, for models that do not fit one
+device). Every worker writes its shard of each checkpoint (``out_dir`` must be on storage all workers share); rank
+0 writes the loss curve and the final model exactly as a single-process run does, so a run resumes the same way
+however it was launched, on any number of workers.
+
+A lost worker (its process killed, its node gone) fails the worker group; Ray Train's ``FailureConfig`` then starts
+a new group, up to ``max_failures`` times within the same ``fit``, and the loop resumes from the last published
+checkpoint. Bad input is refused in the driver before any worker starts (``loop.preflight``), so it is not retried.
+Rank 0's log lines go to ``train.log`` in the output folder, which the launcher tails into the caller's log.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any, Literal
 
 from tpt.config import TrainingConfig
 from tpt.errors import InputError
+from tpt.tokenization import PackedShards
+from tpt.tokenization.mixture import ResolvedMixture
+from tpt.training.loop import DataParallel, StepCallback, preflight, train
 
 LOG_FILE = "train.log"
 
@@ -35,12 +43,29 @@ def train_on_ray(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     memory_limit_bytes: int | None = None,
+    max_failures: int = 3,
+    on_step: StepCallback | None = None,
 ) -> None:
     """Run ``tpt.training.train`` on ``workers`` Ray Train workers; results land in ``out_dir`` as usual.
-    ``memory_limit_bytes``: per worker (default: what its device has free); under FSDP a worker needs its share."""
-    from ray.train import RunConfig, ScalingConfig
+    ``memory_limit_bytes``: per worker (default: what its device has free); under FSDP a worker needs its share.
+    ``max_failures``: worker-group restarts (each resuming from the last checkpoint) before the run fails.
+    ``on_step``: a picklable callable that every worker runs after each step, as ``train``'s ``on_step``."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    preflight(
+        config,
+        PackedShards(shard_paths),
+        out_dir,
+        tokenizer_dir=tokenizer_dir,
+        order=ResolvedMixture.load(mixture_dir) if mixture_dir else None,
+        world_size=workers,
+        strategy=strategy,
+        device=device,
+        memory_limit_bytes=memory_limit_bytes,
+        check_memory=memory_limit_bytes is not None,  # the workers' devices are not this process's
+        verify_checkpoint=True,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / LOG_FILE
     log_path.unlink(missing_ok=True)
@@ -57,12 +82,17 @@ def train_on_ray(
             "strategy": strategy,
             "device": device,
             "memory_limit_bytes": memory_limit_bytes,
+            "on_step": on_step,
         },
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": threads_per_worker}
         ),
-        run_config=RunConfig(name="train", storage_path=str((out_dir / "ray_train").resolve())),
+        run_config=RunConfig(
+            name="train",
+            storage_path=str((out_dir / "ray_train").resolve()),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
     )
     stop = threading.Event()
     tail = threading.Thread(target=_tail, args=(log_path, log, stop), daemon=True)
@@ -83,10 +113,6 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from tpt.tokenization import PackedShards
-    from tpt.tokenization.mixture import ResolvedMixture
-    from tpt.training.loop import DataParallel, train
-
     context = ray.train.get_context()
     torch.set_num_threads(cfg["threads"])
     parallel = DataParallel(context.get_world_rank(), context.get_world_size(), cfg["strategy"])
@@ -102,6 +128,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             device=f"cuda:{torch.cuda.current_device()}" if cfg["device"].startswith("cuda") else "cpu",
             log=lambda line: print(line, file=fh),
             memory_limit_bytes=cfg["memory_limit_bytes"],
+            on_step=cfg["on_step"],
         )
 
 

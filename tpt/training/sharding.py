@@ -1,86 +1,85 @@
-"""FSDP2 for the training loop: weights, gradients and AdamW moments sharded over the data-parallel ranks.
+"""DDP and FSDP2 for the training loop, both built from ``torch.distributed`` (Ray Train starts the process group).
 
-Each decoder layer is one FSDP unit (its weights are all-gathered for its forward and its backward, then freed
-again); the root unit holds the embeddings, the final norm and the LM head. Checkpoints keep the single-process
-format: the full state is gathered to rank 0's CPU one tensor at a time and written there, and on resume every
-rank reads the whole checkpoint and keeps its shard, so a run can stop under one launch mode and resume under
-the other. ``torch.distributed`` must already be up (Ray Train starts it).
+DDP (``DistributedDataParallel``): every rank holds the whole model; gradients are all-reduced in buckets while the
+backward still runs, and only on a step's last micro-batch (``no_sync`` on the others).
+
+FSDP2 (``fully_shard``): weights, gradients and AdamW moments sharded over the ranks. Each decoder layer is one unit
+(its weights all-gathered for its forward and its backward, then freed again); the root unit holds the embeddings,
+the final norm and the LM head. The model is sharded while still on the meta device, so no rank ever builds it
+whole. On GPUs the mixed-precision policy computes in bf16 and all-gathers and reduce-scatters in bf16 (half of
+fp32's traffic; gradients accumulated over a step's micro-batches are then bf16 too); on CPUs everything stays fp32,
+so the tests can compare with one process. Gradients are reduce-scattered on a step's last micro-batch only
+(``set_requires_gradient_sync``), at the cost of holding the layers' unsharded gradients until then.
+
+Both reduce with a plain sum, not the libraries' mean: the loss is already divided by the global batch's targets.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel
 
 from tpt.training.export import export_hf
-from tpt.training.model import build_model
+from tpt.training.loss import CausalLMLoss
+from tpt.training.model import empty_model
 
-TO_RANK_0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
-
-def shard_model(model: torch.nn.Module, device: str) -> None:
-    """Shard a model built whole on the CPU (from the seed a single process uses, so both start from the same
-    weights); each rank's shards move to ``device``, so the whole model never sits on one accelerator."""
-    mesh = init_device_mesh(torch.device(device).type, (dist.get_world_size(),))
-    for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    for module in model.modules():
-        if isinstance(module, FSDPModule):  # sum, not mean: the loss is already divided by the global batch
+def shard_model(net: CausalLMLoss, device: str) -> None:
+    """Shard ``net`` (still on the meta device) over all ranks and allocate each rank's shards on ``device``."""
+    kind = torch.device(device).type
+    mesh = init_device_mesh(kind, (dist.get_world_size(),))
+    bf16 = kind == "cuda"
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16) if bf16 else None
+    for layer in net.lm.model.layers:
+        fully_shard(layer, mesh=mesh, mp_policy=policy or MixedPrecisionPolicy())
+    fully_shard(net, mesh=mesh, mp_policy=policy or MixedPrecisionPolicy())
+    for module in net.modules():
+        if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)
             module.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no PREMUL_SUM(1 / factor)
+    net.to_empty(device=device)
 
 
-def gather_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Model and optimizer state as one process's ``state_dict()`` has them (the optimizer's keyed by parameter
-    index), on rank 0's CPU; the other ranks get empty dicts. Every rank must call it: it all-gathers."""
-    model_state, optim_state = get_state_dict(model, optimizer, options=TO_RANK_0)
-    if dist.get_rank() != 0:
-        return {}, {}
-    index = {name: i for i, name in enumerate(_names(model, optimizer))}
-    return model_state, {
-        "state": {index[name]: s for name, s in optim_state["state"].items()},
-        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in optim_state["param_groups"]],
-    }
+def replicate(net: CausalLMLoss, device: str) -> DistributedDataParallel:
+    """DDP over all ranks, its bucketed all-reduce summing (not averaging) the gradients."""
+    ddp = DistributedDataParallel(net, device_ids=[torch.device(device)] if device.startswith("cuda") else None)
+    ddp.register_comm_hook(None, _sum_hook)
+    return ddp
 
 
-def restore_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict
-) -> None:
-    """Load a full (single-process format) checkpoint that every rank has read; each rank keeps its shard."""
-    names = _names(model, optimizer)
-    by_name = {
-        "state": {names[i]: s for i, s in optim_state["state"].items()},
-        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in optim_state["param_groups"]],
-    }
-    options = StateDictOptions(full_state_dict=True)
-    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=by_name, options=options)
+def _sum_hook(state, bucket):  # unannotated: DDP rejects the string annotations of this module
+    """DDP's default all-reduce (of a ``dist.GradBucket``) without its division by the world size."""
+    work = dist.all_reduce(bucket.buffer(), async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
 
 
-def export_sharded(model: torch.nn.Module, tokenizer_dir: str | Path, target: Path) -> Path | None:
+@contextlib.contextmanager
+def gradient_sync(net: torch.nn.Module, last: bool) -> Iterator[None]:
+    """Reduce gradients over the ranks only on a step's last micro-batch (a no-op in one process)."""
+    if isinstance(net, DistributedDataParallel) and not last:
+        with net.no_sync():
+            yield
+        return
+    if isinstance(net, FSDPModule):
+        net.set_requires_gradient_sync(last)
+    yield
+
+
+def export_sharded(lm: torch.nn.Module, tokenizer_dir: str | Path, target: Path) -> Path | None:
     """The final model in Hugging Face format, written by rank 0 from the gathered weights into an unsharded
     ``LlamaForCausalLM`` (built on the meta device: no second initialisation). Every rank must call it."""
-    state = get_model_state_dict(model, options=TO_RANK_0)
+    state = get_model_state_dict(lm, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.get_rank() != 0:
         return None
-    with torch.device("meta"):
-        whole = build_model(model.config)
+    whole = empty_model(lm.config)
     whole.load_state_dict(state, assign=True)
     whole.tie_weights()  # assign=True replaced the shared tensor of tied embeddings by two copies
     return export_hf(whole, tokenizer_dir, target)
-
-
-def _names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """Parameter names in the order ``optimizer.state_dict()`` numbers the parameters."""
-    name = {id(p): n for n, p in model.named_parameters()}
-    return [name[id(p)] for group in optimizer.param_groups for p in group["params"]]

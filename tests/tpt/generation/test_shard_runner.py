@@ -8,6 +8,7 @@ from tpt.config import GenerationConfig, PromptConfig, SamplingConfig
 from tpt.errors import InputError
 from tpt.generation.engines import EngineSpec, TransformersEngine
 from tpt.generation.estimate import estimate, sample_documents, worker_rate
+from tpt.generation.requests import INDEX
 from tpt.generation.shard_runner import (
     SUCCESS,
     EngineFailedError,
@@ -225,3 +226,21 @@ def test_a_request_regenerated_gives_the_same_text_whatever_its_batch(spec):
     assert engine.generate([DOCS[0]], sampling, [11])[0].text == alone  # same seed, same sample
     assert engine.generate([DOCS[3], DOCS[0]], sampling, [5, 11])[1].text == alone  # its own seed, not its mates'
     assert engine.generate([DOCS[0]], sampling, [12])[0].text != alone  # and the seed matters
+
+
+def test_the_estimate_sample_is_found_by_the_real_run(local_ray, tmp_path, spec, generation):
+    """The cost estimate's sample lands in the request index under the artifact root, whatever the stage folders
+    are called, so the real stage copies those documents instead of generating them again; an index rebuilt from
+    the parts (deleted, say) finds them too."""
+    root = tmp_path / "artifacts"
+    sample = sample_documents(_shards(), 2)
+    estimate_dir = root / "exp" / "generation_cost_estimate" / "tpt-e1"
+    generate_shards({"shard-sample": sample}, estimate_dir, spec, generation, WorkerPlacement(), print, cache_root=root)
+    for index in root.glob(f"{INDEX}*"):
+        index.unlink()
+    real = generate_shards(
+        _shards(), root / "exp" / "thinking_trajectories" / "tpt-t1", spec, generation, WorkerPlacement(), print,
+        cache_root=root,
+    )  # fmt: skip
+    assert sum(s.cache_hits for s in real.values()) == 2
+    assert sum(s.generated_this_run for s in real.values()) == 6 - 2

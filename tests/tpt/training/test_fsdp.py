@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM
 from tests.tpt.training.two_ranks import CONFIG, TEXTS
 from tpt.atomic import read_json
 from tpt.tokenization import PackedShards, tokenize_and_pack
-from tpt.training import ModelTooLargeError, train
+from tpt.training import CheckpointError, ModelTooLargeError, train
+from tpt.training.checkpoint import read_weights
 from tpt.training.ray_launch import train_on_ray
 
 pytestmark = pytest.mark.slow
@@ -84,8 +85,8 @@ def test_two_fsdp_workers_match_a_single_process_run(fsdp_run, single):
     assert json.loads((out / "final" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     assert sum(p.numel() for p in model.parameters()) == single.n_params
     saved = load_file(out / "final" / "model.safetensors")
-    last = torch.load(out / "checkpoints" / "step-00000006" / "state.pt", weights_only=True)
-    assert all(torch.equal(saved[k], last["model"][k]) for k in saved)
+    last = read_weights(out / "checkpoints" / "step-00000006")
+    assert all(torch.equal(saved[k], last[k]) for k in saved)
     reference = load_file(single.final_model / "model.safetensors")
     assert saved.keys() == reference.keys()
     assert max((saved[k] - reference[k]).abs().max().item() for k in saved) < TOLERANCE
@@ -101,24 +102,34 @@ def test_fsdp_resumes_from_its_checkpoint_after_a_refused_relaunch(tmp_path, fsd
     before any compute and leaves the checkpoint alone; the next one resumes and repeats the unbroken curve."""
     unbroken, out, _ = fsdp_run
     shutil.copytree(out / "checkpoints" / "step-00000003", tmp_path / "checkpoints" / "step-00000003")
-    state = tmp_path / "checkpoints" / "step-00000003" / "state.pt"
+    state = tmp_path / "checkpoints" / "step-00000003" / "__1_0.distcp"  # rank 1's shard
     before = state.read_bytes()
     with pytest.raises(ModelTooLargeError, match="FSDP all-gathered") as refused:
         _fsdp(tmp_path, shard, tokenizer_dir, memory_limit_bytes=1_000_000)
     assert "\n" not in str(refused.value)
     assert state.read_bytes() == before and not (tmp_path / "final").exists()
+    # A damaged shard is refused in one line before any worker starts, and left as it was.
+    state.write_bytes(before[:-1] + bytes([before[-1] ^ 0xFF]))
+    with pytest.raises(CheckpointError, match=r"step-00000003 is damaged: __1_0.distcp checksum mismatch") as bad:
+        _fsdp(tmp_path, shard, tokenizer_dir)
+    assert "\n" not in str(bad.value) and state.read_bytes() != before
+    state.write_bytes(before)
 
     resumed = _fsdp(tmp_path, shard, tokenizer_dir)
     assert resumed["resumed_from_step"] == 3
     assert resumed["losses"] == unbroken["losses"]  # bit for bit: the same sharding, the same reductions
 
 
-def test_checkpoints_move_between_single_process_and_fsdp(tmp_path, fsdp_run, single, shard, tokenizer_dir):
+def test_checkpoints_reshard_between_two_fsdp_workers_and_one_process(tmp_path, fsdp_run, single, shard, tokenizer_dir):
+    """2 -> 1 and 1 -> 2 ranks: DCP reads the slices each new rank needs; the resumed curves stay within TOLERANCE of
+    the single-process one (the reductions differ, so not bit for bit)."""
     fsdp_result, out, _ = fsdp_run
     # FSDP -> one process: steps 1-3 from the FSDP run, 4-6 trained in this process.
     shutil.copytree(out / "checkpoints" / "step-00000003", tmp_path / "a" / "checkpoints" / "step-00000003")
-    one = train(CONFIG, PackedShards([shard]), tmp_path / "a", tokenizer_dir=tokenizer_dir, log=lambda _: None)
+    lines: list[str] = []
+    one = train(CONFIG, PackedShards([shard]), tmp_path / "a", tokenizer_dir=tokenizer_dir, log=lines.append)
     assert one.resumed_from_step == 3 and one.losses[:3] == fsdp_result["losses"][:3]
+    assert any("written by 2 rank(s), resharded to 1" in line for line in lines)
     assert max(abs(a - b) for a, b in zip(one.losses, single.losses, strict=True)) < TOLERANCE
 
     # One process -> FSDP: a single-process run stopped after step 3, relaunched on two FSDP workers.

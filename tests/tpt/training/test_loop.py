@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from tpt.config import MixtureConfig, MixtureSource, ModelShape, TrainingConfig
 from tpt.tokenization import PackedShards, tokenize_and_pack
 from tpt.tokenization.mixture import MixtureError, resolve_mixture
 from tpt.training import CheckpointError, ModelTooLargeError, TrainingInputError, train
+from tpt.training.checkpoint import checkpoint_dirs, read_weights, training_fingerprint
+from tpt.training.loop import DataParallel
 
 SHAPE = ModelShape(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64)
 CONFIG = TrainingConfig(
@@ -85,7 +88,7 @@ def test_final_model_loads_with_auto_classes_and_generates(full_run):
     model = AutoModelForCausalLM.from_pretrained(result.final_model)
     tokenizer = AutoTokenizer.from_pretrained(result.final_model)
     assert sum(p.numel() for p in model.parameters()) == result.n_params
-    trained = torch.load(result.checkpoint / "state.pt", weights_only=True)["model"]
+    trained = read_weights(result.checkpoint)
     saved = load_file(result.final_model / "model.safetensors")
     assert saved.keys() <= trained.keys() and all(torch.equal(saved[k], trained[k]) for k in saved)
     prompt = tokenizer("Ada has 3 apples", return_tensors="pt")
@@ -130,11 +133,13 @@ def test_corrupt_checkpoint_is_refused_and_the_earlier_one_kept(tmp_path, full_r
     _, out, *_ = full_run
     shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
     earlier = _digest(tmp_path / "checkpoints" / "step-00000004")
-    state = tmp_path / "checkpoints" / "step-00000006" / "state.pt"
+    state = tmp_path / "checkpoints" / "step-00000006" / "__0_0.distcp"  # the one shard of a one-process run
     data = bytearray(state.read_bytes())
     data[len(data) // 2] ^= 0xFF
     state.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="step-00000006 is damaged.*step-00000004 is intact") as refused:
+    with pytest.raises(
+        CheckpointError, match="step-00000006 is damaged: __0_0.distcp checksum mismatch.*step-00000004 is intact"
+    ) as refused:
         train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None)
     assert "\n" not in str(refused.value)
     assert _digest(tmp_path / "checkpoints" / "step-00000004") == earlier
@@ -171,3 +176,40 @@ def test_a_budget_past_the_data_with_epochs_capped_is_refused_before_compute(tmp
         train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, order=one_pass)
     assert "\n" not in str(refused.value)
     assert _digest(tmp_path / "checkpoints" / "step-00000006") == before and not (tmp_path / "final").exists()
+
+
+def test_activation_checkpointing_is_exact_and_the_chunked_loss_equal_to_rounding(full_run, shards, tokenizer_dir):
+    """Recomputing each layer in the backward repeats the same ops: bit for bit, so the field is operational. The
+    chunked loss adds chunk sums in another order: equal to float rounding only, so the field is versioned."""
+    result, *_ = full_run
+    quiet = {"tokenizer_dir": tokenizer_dir, "log": lambda _: None}
+    with tempfile.TemporaryDirectory() as out:
+        recomputed = train(CONFIG.model_copy(update={"activation_checkpointing": True}), shards, out, **quiet)
+    assert recomputed.losses == result.losses
+    chunked_config = CONFIG.model_copy(update={"loss_chunk_tokens": 16})  # 62 targets a micro-batch: 4 chunks
+    with tempfile.TemporaryDirectory() as out:
+        chunked = train(chunked_config, shards, out, **quiet)
+    gaps = [abs(a - b) for a, b in zip(chunked.losses, result.losses, strict=True)]
+    print(f"\nchunked vs whole loss, largest gap {max(gaps):.2e}: {chunked.losses} vs {result.losses}")
+    assert max(gaps) < 1e-5
+    assert training_fingerprint(chunked_config) != training_fingerprint(CONFIG)
+    assert training_fingerprint(CONFIG.model_copy(update={"activation_checkpointing": True})) == (
+        training_fingerprint(CONFIG)
+    )
+
+
+def test_async_checkpoints_are_published_and_resume_exactly(tmp_path, full_run, shards, tokenizer_dir):
+    result, *_ = full_run
+    config = CONFIG.model_copy(update={"async_checkpoint": True})
+    background = train(config, shards, tmp_path / "a", tokenizer_dir=tokenizer_dir, log=lambda _: None)
+    assert background.losses == result.losses
+    assert [p.name for p in checkpoint_dirs(tmp_path / "a" / "checkpoints")] == ["step-00000004", "step-00000006"]
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step-00000004", tmp_path / "b" / "checkpoints" / "step-00000004")
+    resumed = train(config, shards, tmp_path / "b", tokenizer_dir=tokenizer_dir, log=lambda _: None)
+    assert resumed.resumed_from_step == 4 and resumed.losses == result.losses
+
+
+def test_a_world_size_that_does_not_divide_the_batch_is_refused_before_compute(tmp_path, shards, tokenizer_dir):
+    with pytest.raises(TrainingInputError, match="4 sequences per step .* do not split over 3 ranks") as refused:
+        train(CONFIG, shards, tmp_path, tokenizer_dir=tokenizer_dir, parallel=DataParallel(0, 3))
+    assert "\n" not in str(refused.value) and not tmp_path.joinpath("checkpoints").exists()
