@@ -26,7 +26,7 @@ from tpt.training import TrainResult
 
 MAX_GENERATION_ERROR_SHARE = 0.05
 RESOURCES = {"storage", *SETTINGS_RESOURCES}
-ID_CHECK_MEMORY = "256MB"  # the id count runs in the Dagster process: bounded, whatever the corpus size
+ID_CHECK_MEMORY = "64MB"  # the id count runs in the Dagster process: bounded, whatever the corpus size
 
 
 def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
