@@ -26,6 +26,7 @@ from tpt.training import TrainResult
 
 MAX_GENERATION_ERROR_SHARE = 0.05
 RESOURCES = {"storage", *SETTINGS_RESOURCES}
+ID_CHECK_MEMORY = "64MB"  # the id count runs in the Dagster process: bounded, whatever the corpus size
 
 
 def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
@@ -64,7 +65,7 @@ def _corpus_ids_unique(experiment: Experiment) -> dg.AssetChecksDefinition:
         if manifest is None:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
         paths = [str(corpus.path / f"{s}.parquet") for s in manifest.shard_names]
-        with duckdb.connect() as con:
+        with duckdb.connect(config={"memory_limit": ID_CHECK_MEMORY}) as con:  # past it DuckDB spills to disk
             documents, unique = con.execute(
                 "SELECT count(*), count(DISTINCT doc_id) FROM read_parquet(?)", [paths]
             ).fetchone()

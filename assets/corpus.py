@@ -1,16 +1,21 @@
 """The corpus: documents from the configured sources, cleaned, deduplicated, decontaminated and written as parquet
 shards (each a partition of the per-shard stages); and its manifest, whose version names the shard set."""
 
+from collections.abc import Iterator
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from assets.partitions import sync_shard_partitions
 from assets.stage import StageResult, StageRun, markdown_table
 from tpt.config import Experiment
-from tpt.corpus.build import build_corpus, load_manifest, read_contamination, read_shard
+from tpt.corpus.build import build_corpus, load_manifest, read_contamination
 from tpt.errors import InputError
 from tpt.stages import Instance, Outputs, Read, Stage
 from tpt.versioning import versioned_fields
+
+ROW_BATCH = 65_536  # documents per catalog write of the corpus's rows
 
 
 class CorpusMissingError(InputError, RuntimeError):
@@ -63,26 +68,23 @@ def corpus(run: StageRun) -> StageResult:
     return StageResult(reused, figures, rows, extra_metadata={"sources": markdown_table(per_source)})
 
 
-def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> pa.Table:
-    """One catalog row per new document, built column-wise in Arrow (the text is read per shard and only measured;
-    no Python object is made per document)."""
-    tables = []
+def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> Iterator[pa.Table]:
+    """One catalog row per new document, built column-wise in Arrow a record batch at a time (the text is only
+    measured; nothing per document is held beyond one batch)."""
     for shard in shards:
-        table = read_shard(folder, shard, columns=["doc_id", "source", "text"])
-        n = table.num_rows
-        tables.append(
-            pa.table(
+        parquet = pq.ParquetFile(folder / f"{shard}.parquet")
+        for batch in parquet.iter_batches(batch_size=ROW_BATCH, columns=["doc_id", "source", "text"]):
+            n = batch.num_rows
+            yield pa.table(
                 {
                     "experiment": pa.array([experiment] * n, pa.string()),
                     "corpus_version": pa.array([version] * n, pa.string()),
                     "shard": pa.array([shard] * n, pa.string()),
-                    "doc_id": table["doc_id"],
-                    "source": table["source"],
-                    "n_chars": pc.utf8_length(table["text"]),
+                    "doc_id": batch.column("doc_id"),
+                    "source": batch.column("source"),
+                    "n_chars": pc.utf8_length(batch.column("text")),
                 }
             )
-        )
-    return pa.concat_tables(tables) if tables else pa.table({"doc_id": pa.array([], pa.string())})
 
 
 def shard_set(outputs: Outputs) -> list[tuple[str, str]]:

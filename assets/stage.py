@@ -11,7 +11,7 @@ import base64
 import functools
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,13 +100,14 @@ class StageRun:
 
 @dataclass
 class StageResult:
-    """What a stage's body returns. ``rows``: catalog table -> rows (Arrow-friendly dicts, or an Arrow table where
-    there is a row per document, so no Python object is made per row), written in bulk;
+    """What a stage's body returns. ``rows``: catalog table -> rows (Arrow-friendly dicts; where there is a row per
+    document, an Arrow table, or an iterator of them, written one at a time so the rows are never all in memory),
+    written in bulk;
     ``per_partition``: each partition's own figures where one run covers several (a range of shards)."""
 
     reused: bool
     figures: Mapping[str, Any]
-    rows: Mapping[str, Sequence[Mapping[str, Any]] | pa.Table] = field(default_factory=dict)
+    rows: Mapping[str, Sequence[Mapping[str, Any]] | pa.Table | Iterator[pa.Table]] = field(default_factory=dict)
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
     per_partition: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     content_version: str | None = None
@@ -209,7 +210,8 @@ def _body(experiment: Experiment, spec: Stage, variant: str | None) -> Callable:
         if result.record:
             catalog: Catalog = context.resources.catalog.open()
             for table, rows in result.rows.items():
-                catalog.upsert(table, rows if isinstance(rows, pa.Table) else list(rows))
+                for batch in _row_batches(rows):
+                    catalog.upsert(table, batch)
             catalog.record_stage(
                 experiment.name,
                 spec.name,
@@ -260,6 +262,15 @@ def user_facing_errors(compute):
 
 def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def _row_batches(rows) -> Iterator:
+    if isinstance(rows, pa.Table):
+        yield rows
+    elif isinstance(rows, Iterator):
+        yield from rows
+    else:
+        yield list(rows)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:

@@ -21,6 +21,7 @@ time and documents/s, the wall time of a second, unchanged pass, and the planted
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import subprocess
@@ -71,13 +72,12 @@ def write_corpus(n: int, folder: Path, per_file: int) -> dict:
             words[len(words) // 2] = "altered"
             text = " ".join(words)
             planted["near_copies"] += 1
-        else:
+        else:  # a page of three excerpts of its source, one with its sentences rotated: ~1e9 combinations
             pool = bases[source]
-            sentences = pool[(i // 2) % len(pool)]
-            k = (i // (2 * len(pool))) % max(len(sentences), 1)
-            spliced = pool[(i * 7919 + 13) % len(pool)]
-            extra = spliced[(i // 7) % len(spliced)]
-            text = ". ".join([*sentences[k:], extra, *sentences[:k]])
+            digest = hashlib.sha256(str(i).encode()).digest()
+            a, b, c = (int.from_bytes(digest[k : k + 4], "little") % len(pool) for k in (0, 4, 8))
+            k = digest[12] % len(pool[b])
+            text = ". ".join([*pool[a], *pool[b][k:], *pool[b][:k], *pool[c]])
             if i % 10_000 == 5000:
                 text = f"{text} {questions[(i // 10_000) % len(questions)]}"
                 planted["contaminated"] += 1
@@ -165,10 +165,15 @@ def rehearse(work: Path, exp) -> dict:
         seconds: dict[str, float] = defaultdict(float)
         started = time.perf_counter()
 
-        def run(job: str, seconds: dict[str, float] = seconds, **kwargs) -> None:
+        def run(job: str, seconds: dict[str, float] = seconds, started: float = started, **kwargs) -> None:
             result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=True, **kwargs)
             for step, s in step_seconds(instance, result.run_id).items():
                 seconds[step.removeprefix(f"{exp.name}__")] += s
+            elapsed = round(time.perf_counter() - started, 1)
+            progress = {"pass": len(passes) + 1, "job": job, "steps_s": seconds, "elapsed_s": elapsed}
+            progress["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            with (work / "progress.jsonl").open("a") as fh:  # what a run cut short leaves
+                fh.write(json.dumps(progress) + "\n")
 
         run(f"{exp.name}_corpus")
         run(f"{exp.name}_generation_estimate")
@@ -222,7 +227,8 @@ def summarize(args, exp, found: dict, planted: dict, peak_mb: float) -> dict:
     docs = manifest.n_documents
     stages, checks = {}, {}
     for step, seconds in sorted(first.items()):
-        if step not in STAGES:  # the asset checks' steps
+        if step not in STAGES and step.rsplit("_", 1)[0] not in STAGES:  # the asset checks' steps (a TPT
+            # variant's stages carry its name: thinking_trajectories_tpt)
             checks[step] = round(seconds, 2)
             continue
         n = args.documents if step == "corpus" else docs
