@@ -26,30 +26,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tpt.atomic import read_json, write_json, write_parquet
+from tpt.atomic import read_json, write_parquet
 from tpt.config import GenerationConfig
 from tpt.generation.engines import EngineSpec, engine_version
-from tpt.generation.requests import record_part, request_keys
+from tpt.generation.requests import request_keys
 from tpt.generation.shard_runner import (
     SUCCESS,
     TIMES,
-    EngineFailedError,
-    ModelNotFoundError,
-    PlacementError,
+    Campaign,
     ShardSummary,
     WorkerPlacement,
     _copy_cache_hits,
     _part_name,
-    _root_cause,
     _split_by_shard,
     configure_data_context,
-    summarize,
+    read_trajectories,
     thinking_stage,
     trajectory_batch,
 )
-from tpt.generation.telemetry import measure
 
-SUMMARY_COLUMNS = ["finish_reason", "prompt_tokens", "output_tokens"]
 # All the driver sees of a generated document: its shard, part file and request key (for the request index), its
 # finish reason, length and timestamps (for progress and the engine telemetry). No text.
 RETURNED = ["shard", "part", "request_key", "finish_reason", "output_tokens", *TIMES]
@@ -59,10 +54,14 @@ def shard_ids(shard_dir: Path, columns: Sequence[str] = ("doc_id",)) -> pa.Table
     """The given columns of a shard's finished trajectories (its part files), or None before the first part."""
     for stale in shard_dir.glob(".part-*.tmp"):  # a write cut short by a kill; its batch is simply redone
         stale.unlink()
-    parts = sorted(shard_dir.glob("part-*.parquet"))
-    if not parts:
-        return None
-    return pa.concat_tables([pq.read_table(p, columns=list(columns)) for p in parts], promote_options="permissive")
+    return read_trajectories(shard_dir, columns)
+
+
+def _written_parts(batch: pa.Table):
+    """The (shard, part file, rows) of a batch the workers wrote: its rows carry their part's path."""
+    for part in pc.unique(batch["part"]).to_pylist():
+        rows = batch.filter(pc.equal(batch["part"], part))
+        yield rows["shard"][0].as_py(), Path(part), rows
 
 
 def generate_shard_files(
@@ -105,51 +104,12 @@ def generate_shard_files(
         f"thinking: {len(shards)} shards ({len(finished)} finished earlier), {total} documents to cover: "
         f"{done_already} done or cached, {sum(todo.values())} to generate (read and written on the workers)"
     )
-    generated: Counter = Counter()
-    out_tokens = 0
-    written: list[pa.Table] = []  # this run's rows, timestamps only: the telemetry's input
-    index = cache_root  # the artifact root: the index of every finished request under it
+    campaign = Campaign(spec, placement, cache_root, started)  # the driver indexes what the workers wrote
     pending = [s for s, n in todo.items() if n]
     if pending:
-        from tpt.progress import Progress
-
-        if spec.model.startswith(("/", ".")) and not Path(spec.model).exists():
-            raise ModelNotFoundError(f"the thinking model folder {spec.model} does not exist")
-        progress = Progress("thinking", total, log, unit="output tok", interval_s=progress_interval_s)
-        progress.done = done_already
-        try:
-            for batch in _run_on_files(corpus_dir, pending, out_dir, spec, generation, placement):
-                written.append(batch.select(["finish_reason", "output_tokens", *TIMES]))
-                for part in pc.unique(batch["part"]).to_pylist():
-                    rows = batch.filter(pc.equal(batch["part"], part))
-                    if index is not None:  # the driver indexes what the workers wrote: keys, not text
-                        record_part(index, Path(part), rows)
-                    generated[rows["shard"][0].as_py()] += rows.num_rows
-                n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
-                out_tokens += n_out
-                errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
-                progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
-        except (PlacementError, ModelNotFoundError):
-            raise
-        except Exception as exc:  # Ray wraps worker failures in many types; all end the run the same way
-            raise EngineFailedError(
-                f"the {spec.engine} workers failed ({_root_cause(exc)}); the {sum(generated.values())} documents "
-                "finished in this run are kept, and a rerun resumes after them"
-            ) from exc
-    wall = time.perf_counter() - started
-    rate = out_tokens / wall if out_tokens else 0.0
-    telemetry = (
-        measure(pa.concat_tables(written), placement.workers, wall, placement.gpus_per_worker, spec.max_num_seqs)
-        if written
-        else None
-    )
-    summaries = dict(finished)
-    for shard in before:
-        table = shard_ids(out_dir / shard, SUMMARY_COLUMNS)
-        summary = summarize(shard, table, generated[shard], before[shard], hits[shard], wall, rate, telemetry)
-        if summary.documents >= sizes[shard]:
-            write_json(out_dir / shard / SUCCESS, summary.as_dict())
-        summaries[shard] = summary
+        batches = _run_on_files(corpus_dir, pending, out_dir, spec, generation, placement)
+        campaign.run(batches, _written_parts, total, done_already, log, progress_interval_s)
+    summaries = finished | campaign.summaries(out_dir, before, hits, sizes)
     return {s: summaries[s] for s in shards}
 
 

@@ -20,11 +20,12 @@ out. The driver drops a row it has already written, so a retried batch cannot wr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,6 +43,7 @@ from tpt.generation.worker import OUTPUT_SCHEMA, ThinkingWorker
 from tpt.progress import Progress
 
 SUCCESS = "_SUCCESS.json"
+SUMMARY_COLUMNS = ["finish_reason", "prompt_tokens", "output_tokens"]
 TIMES = ("queued_at", "started_at", "finished_at")
 FORCED = "forced_tokens"  # benchmarks only: a document column that makes vLLM generate exactly that many tokens
 BATCH_RETRIES = 3  # per batch, on a fresh actor, when its actor died: an engine that dies that often is broken
@@ -92,11 +94,13 @@ class ShardSummary:
         return cls(**data | {"telemetry": EngineTelemetry(**telemetry) if telemetry else None})
 
 
-def read_trajectories(shard_dir: Path) -> pa.Table | None:
+def read_trajectories(shard_dir: Path, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """A shard's finished trajectories (its part files; ``columns`` of them), or None before the first part."""
     parts = sorted(shard_dir.glob("part-*.parquet"))
     if not parts:
         return None
-    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="permissive")
+    columns = list(columns) if columns is not None else None
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts], promote_options="permissive")
 
 
 def generate_shards(
@@ -118,7 +122,6 @@ def generate_shards(
     before = {s: _done_ids(out_dir / s) for s in shards if s not in finished}
     todo = _pending(shards, before, generation, spec)
     hits: Counter = Counter()
-    index = cache_root  # the artifact root: the index of every finished request under it
     if cache_root is not None and todo.num_rows:
         hits, hit_keys = _copy_cache_hits(todo, out_dir, cache_root)
         todo = todo.filter(pc.invert(pc.is_in(todo["request_key"], pa.array(sorted(hit_keys), pa.string()))))
@@ -128,53 +131,95 @@ def generate_shards(
         f"thinking: {len(shards)} shards ({len(finished)} finished earlier), {total} documents to cover: "
         f"{done_already} done or cached, {todo.num_rows} to generate"
     )
-    generated: Counter = Counter()
-    out_tokens = 0
-    written: list[pa.Table] = []  # this run's rows, timestamps only: the telemetry's input
+    campaign = Campaign(spec, placement, cache_root, started)  # the artifact root's request index learns each part
     if todo.num_rows:
-        if spec.model.startswith(("/", ".")) and not Path(spec.model).exists():
-            raise ModelNotFoundError(f"the thinking model folder {spec.model} does not exist")
-        progress = Progress("thinking", total, log, unit="output tok", interval_s=progress_interval_s)
+        batches = _run_actor_pool(todo, spec, generation, placement)
+        campaign.run(batches, functools.partial(_write_batch, out_dir), total, done_already, log, progress_interval_s)
+    sizes = {s: shards[s].num_rows for s in before}
+    summaries = finished | campaign.summaries(out_dir, {s: len(d) for s, d in before.items()}, hits, sizes)
+    return {s: summaries[s] for s in shards}
+
+
+@dataclass
+class Campaign:
+    """One run's bookkeeping over the batches that come back from the engines, wherever they were written: progress,
+    documents per shard, the request index, the timestamps for the telemetry; then each shard's summary, and
+    ``_SUCCESS.json`` for a shard that has all its documents."""
+
+    spec: EngineSpec
+    placement: WorkerPlacement
+    index: Path | None  # the artifact root, whose request index learns every part written
+    started: float
+    generated: Counter = field(default_factory=Counter)
+    out_tokens: int = 0
+    written: list[pa.Table] = field(default_factory=list)  # this run's rows, timestamps only
+
+    def run(
+        self,
+        batches: Iterator[pa.Table],
+        parts: Callable[[pa.Table], Iterator[tuple[str, Path, pa.Table]]],
+        total: int,
+        done_already: int,
+        log: Callable[[str], None],
+        interval_s: float,
+    ) -> None:
+        """Consume ``batches``; ``parts`` gives each batch's (shard, part file, rows), writing them if need be."""
+        if self.spec.model.startswith(("/", ".")) and not Path(self.spec.model).exists():
+            raise ModelNotFoundError(f"the thinking model folder {self.spec.model} does not exist")
+        progress = Progress("thinking", total, log, unit="output tok", interval_s=interval_s)
         progress.done = done_already
-        seen: set[str] = set()
         try:
-            for batch in _run_actor_pool(todo, spec, generation, placement):
-                fresh = [k not in seen for k in batch["request_key"].to_pylist()]
-                batch = batch.filter(pa.array(fresh))  # a batch retried after its actor died comes back again
-                seen.update(batch["request_key"].to_pylist())
-                written.append(batch.select(["finish_reason", "output_tokens", *TIMES]))
-                for shard, part in _split_by_shard(batch):
-                    path = out_dir / shard / f"part-{_part_name(part)}.parquet"
-                    write_parquet(path, part)
-                    if index is not None:
-                        record_part(index, path, part)
-                    generated[shard] += part.num_rows
+            for batch in batches:
+                self.written.append(batch.select(["finish_reason", "output_tokens", *TIMES]))
+                for shard, path, rows in parts(batch):
+                    if self.index is not None:
+                        record_part(self.index, path, rows)
+                    self.generated[shard] += rows.num_rows
                 n_out = int(pc.sum(batch["output_tokens"]).as_py() or 0)
-                out_tokens += n_out
+                self.out_tokens += n_out
                 errors = int(pc.sum(pc.equal(batch["finish_reason"], "error")).as_py() or 0)
                 progress.advance(batch.num_rows, amount=n_out, extra=f"{errors} errors in last batch" if errors else "")
         except (PlacementError, ModelNotFoundError):
             raise
         except Exception as exc:  # Ray wraps worker failures in many types; all end the run the same way
             raise EngineFailedError(
-                f"the {spec.engine} workers failed ({_root_cause(exc)}); the {sum(generated.values())} documents "
-                "finished in this run are kept, and a rerun resumes after them"
+                f"the {self.spec.engine} workers failed ({_root_cause(exc)}); the {sum(self.generated.values())} "
+                "documents finished in this run are kept, and a rerun resumes after them"
             ) from exc
-    wall = time.perf_counter() - started
-    rate = out_tokens / wall if out_tokens else 0.0
-    telemetry = (
-        measure(pa.concat_tables(written), placement.workers, wall, placement.gpus_per_worker, spec.max_num_seqs)
-        if written
-        else None
-    )
-    summaries = dict(finished)
-    for shard in before:
-        table = read_trajectories(out_dir / shard)
-        summary = summarize(shard, table, generated[shard], len(before[shard]), hits[shard], wall, rate, telemetry)
-        if summary.documents >= shards[shard].num_rows:
-            write_json(out_dir / shard / SUCCESS, summary.as_dict())
-        summaries[shard] = summary
-    return {s: summaries[s] for s in shards}
+
+    def summaries(
+        self, out_dir: Path, before: Mapping[str, int], hits: Mapping[str, int], sizes: Mapping[str, int]
+    ) -> dict[str, ShardSummary]:
+        """The summary of every shard this run looked at (``before``: its documents finished earlier)."""
+        wall = time.perf_counter() - self.started
+        rate = self.out_tokens / wall if self.out_tokens else 0.0
+        telemetry = (
+            measure(
+                pa.concat_tables(self.written),
+                self.placement.workers,
+                wall,
+                self.placement.gpus_per_worker,
+                self.spec.max_num_seqs,
+            )
+            if self.written
+            else None
+        )
+        summaries = {}
+        for shard, earlier in before.items():
+            table = read_trajectories(out_dir / shard, SUMMARY_COLUMNS)
+            summary = summarize(shard, table, self.generated[shard], earlier, hits.get(shard, 0), wall, rate, telemetry)
+            if summary.documents >= sizes[shard]:
+                write_json(out_dir / shard / SUCCESS, summary.as_dict())
+            summaries[shard] = summary
+        return summaries
+
+
+def _write_batch(out_dir: Path, batch: pa.Table) -> Iterator[tuple[str, Path, pa.Table]]:
+    """Write a batch that came back to the driver as one part per shard."""
+    for shard, part in _split_by_shard(batch):
+        path = out_dir / shard / f"part-{_part_name(part)}.parquet"
+        write_parquet(path, part)
+        yield shard, path, part
 
 
 def summarize(
@@ -207,7 +252,7 @@ def summarize(
 def _done_ids(shard_dir: Path) -> set[str]:
     for stale in shard_dir.glob(".part-*.tmp"):  # a write cut short by a kill; its batch is simply redone
         stale.unlink()
-    table = read_trajectories(shard_dir)
+    table = read_trajectories(shard_dir, ["doc_id"])
     return set(table.column("doc_id").to_pylist()) if table is not None else set()
 
 
@@ -269,8 +314,12 @@ def _run_actor_pool(todo: pa.Table, spec: EngineSpec, generation: GenerationConf
     size = generation.batch_size
     blocks = [todo.slice(i, size) for i in range(0, todo.num_rows, size)]
     dataset = thinking_stage(ray.data.from_arrow(blocks), spec, generation, placement)
+    seen: set[str] = set()
     for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        yield trajectory_batch(batch, spec, generation)
+        batch = trajectory_batch(batch, spec, generation)
+        fresh = [k not in seen for k in batch["request_key"].to_pylist()]
+        seen.update(batch["request_key"].to_pylist())
+        yield batch.filter(pa.array(fresh))  # a batch retried after its actor died comes back again
 
 
 def configure_data_context(placement: WorkerPlacement) -> None:
@@ -313,9 +362,9 @@ def trajectory_batch(batch: pa.Table, spec: EngineSpec, generation: GenerationCo
     """A batch from ``thinking_stage`` in the trajectory schema."""
     if spec.engine == "vllm":
         batch = vllm_processor.finish_batch(batch, generation)
-    for field in OUTPUT_SCHEMA:  # Ray Data leaves out a column that is null in every row of a block
-        if field.name not in batch.column_names:
-            batch = batch.append_column(field.name, pa.nulls(batch.num_rows, field.type))
+    for column in OUTPUT_SCHEMA:  # Ray Data leaves out a column that is null in every row of a block
+        if column.name not in batch.column_names:
+            batch = batch.append_column(column.name, pa.nulls(batch.num_rows, column.type))
     return batch.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
 
 
