@@ -10,11 +10,13 @@ the deltas hold are deduplicated: bases anti-joined with the deltas' keys, plus 
 
 Deltas become bases in a merge, run by the write that leaves more than ``MAX_DELTAS`` deltas or ``MAX_DELTA_BYTES``
 of them, and only if no other process is merging that table (a lock file created exclusively; a writer that finds
-it skips the merge instead of waiting). A merge renames the bases under ``SMALL_BASE_BYTES`` to deltas (so a table
-keeps about one base per ``SMALL_BASE_BYTES``), publishes the newest row per delta key as one base, rewrites in place
-(an atomic replace) each other base that held one of those keys without it, then deletes the deltas. A reader sees the
-right rows at every step, since the deltas stay until the end; one that listed a delta just deleted lists again; a
-merge that dies leaves deltas that the next merge takes again.
+it skips the merge instead of waiting). A merge publishes the newest row per delta key as one base, replaces each
+other base that held one of those keys by a copy without them, deletes the deltas, and then joins the bases under
+``SMALL_BASE_BYTES`` into one (a plain copy: bases are disjoint), so a table keeps about one base per
+``SMALL_BASE_BYTES`` and a merge's work follows its deltas, not the table. No file is changed in place: a replacement
+is published as a delta (which readers deduplicate) before the files it replaces go, and then renamed to a base. A
+reader sees the right rows at every step; one that listed a file just deleted lists again; a merge that dies leaves
+deltas that the next merge takes again.
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ MAX_DELTAS = 8
 MAX_DELTA_BYTES = 32 << 20
 SMALL_BASE_BYTES = 64 << 20
 MERGE_STALE_S = 3600.0  # a merge lock older than this was left by a process that died
+COPY_BATCH_ROWS = 65536  # rows a merge holds in Arrow at once (DuckDB would hand over up to a million)
+# Catalog queries and merges run inside the Dagster process: DuckDB keeps to this memory (a merge's window over its
+# deltas, at most about MAX_DELTA_BYTES of them, fits) and spills past it, so the process does not grow with the
+# catalog.
+DUCKDB_CONFIG = {
+    "memory_limit": "128MB",
+    "threads": 1,
+    "preserve_insertion_order": False,
+    "enable_progress_bar": False,  # DuckDB would draw one on stdout, into the run's logs
+    "temp_directory": str(Path(tempfile.gettempdir()) / "tpt-catalog-spill"),
+}
 
 
 class Store:
@@ -57,7 +70,7 @@ class Store:
         return path if self.local else self.fs.unstrip_protocol(path)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect()
+        con = duckdb.connect(config=DUCKDB_CONFIG)
         if not self.local:
             con.register_filesystem(self.fs)
         return con
@@ -97,10 +110,8 @@ class Store:
             return False
         with self._lock(name) as held:
             if held:
-                for path, size in self._listing(name):  # small bases join the merge, so that bases stay few
-                    if _kind(path) == BASE and size < SMALL_BASE_BYTES:
-                        self.fs.mv(path, path.replace(f"/{BASE}", f"/{DELTA}"))
                 self._merge(name, spec, *_split(self.files(name)))  # the files as of now that the lock is held
+                self._compact(name)
             return held
 
     def _merge(self, name: str, spec: Table, bases: list[str], deltas: list[str]) -> None:
@@ -118,12 +129,32 @@ class Store:
             merged = f"SELECT {_columns(spec)}, {SEQ} FROM ({self._touched(spec, touched, deltas)}){_latest(spec)}"
             base = self._new(name, BASE, time.time_ns())
             self._publish(base, lambda out: _copy(con, merged, out))
-            for old in touched:  # without the keys the new base now holds, replaced atomically
+            for old in touched:  # without the keys the new base now holds
                 kept = f"SELECT * FROM {self.scan([old])} AS b ANTI JOIN {self.scan([base])} AS n USING ({key})"
-                self._publish(old, lambda out, kept=kept: _copy(con, kept, out))
+                self._replace(name, [old], kept, con)
         for delta in deltas:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(delta)
+
+    def _compact(self, name: str) -> None:
+        """Join the small bases into one, so that a table keeps about one base per ``SMALL_BASE_BYTES``. Bases hold
+        no key twice between them, so this is a plain streaming copy: memory of a few row groups, whatever the size
+        of the table."""
+        small = [path for path, size in self._listing(name) if _kind(path) == BASE and size < SMALL_BASE_BYTES]
+        if len(small) > 1:
+            with self.connect() as con:
+                self._replace(name, small, f"SELECT * FROM {self.scan(small)}", con)
+
+    def _replace(self, name: str, olds: list[str], sql: str, con: duckdb.DuckDBPyConnection) -> None:
+        """Put the rows of ``sql`` in the place of the bases ``olds`` without changing a file under a reader: they
+        are published as a delta first (a reader that lists it beside the olds takes each row once), then the olds
+        go and the delta becomes a base."""
+        new = self._new(name, DELTA, max(_seq_of(p) for p in olds))
+        self._publish(new, lambda out: _copy(con, sql, out))
+        for path in olds:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path)
+        self.fs.mv(new, new.replace(f"/{DELTA}", f"/{BASE}"))
 
     def _touched(self, spec: Table, bases: list[str], deltas: list[str]) -> str:
         """The deltas' rows, and the bases' rows of the keys the deltas hold."""
@@ -188,7 +219,7 @@ class Store:
 
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, out: Path) -> None:
-    batches = con.sql(sql).to_arrow_reader()
+    batches = con.sql(sql).to_arrow_reader(batch_size=COPY_BATCH_ROWS)
     with pq.ParquetWriter(out, batches.schema) as writer:
         for batch in batches:
             writer.write_batch(batch)
