@@ -24,6 +24,11 @@ CATALOG_COLUMNS = ["doc_id", "shard", "finish_reason", "prompt_tokens", "output_
 READ_COLUMNS = [*CATALOG_COLUMNS, "error", "source"]
 
 
+def generation_kinds(experiment: Experiment) -> set[str]:
+    """The UI's badges of a generation stage: Ray and every engine the experiment's TPT variants generate with."""
+    return {"ray", *(experiment.generation_for(v).engine for v in experiment.tpt_variants)}
+
+
 def _own(experiment: Experiment, instance: Instance) -> dict:
     return versioned_fields(experiment.generation_for(instance.variant))
 
@@ -159,7 +164,7 @@ STAGE = Stage(
     settings=("generator",),
     resources=("ray_cluster",),
     job="shards",
-    kinds=lambda experiment: {"ray", experiment.generation.engine},
+    kinds=generation_kinds,
     accelerator=True,
     retried=True,
     description="The {variant} variant's thinking t (an expert's thought process) for every document d of a corpus "
