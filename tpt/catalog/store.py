@@ -52,7 +52,6 @@ DUCKDB_CONFIG = {
     "memory_limit": "128MB",
     "threads": 1,
     "preserve_insertion_order": False,
-    "enable_progress_bar": False,  # DuckDB would draw one on stdout, into the run's logs
     "temp_directory": str(Path(tempfile.gettempdir()) / "tpt-catalog-spill"),
 }
 
@@ -71,6 +70,7 @@ class Store:
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(config=DUCKDB_CONFIG)
+        con.execute("SET enable_progress_bar = false")  # DuckDB would draw one on stdout, into the run's logs
         if not self.local:
             con.register_filesystem(self.fs)
         return con
