@@ -68,6 +68,9 @@ def drive(experiment_file: Path, root: Path, cluster: RayNodes | None, address: 
     command += ["--assets", *assets] if assets else []
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     full_env = {**os.environ, "PYTHONPATH": path, **(cluster.env if cluster else {})}
+    # Ray Data starts an actor pool's actors without waiting for them, so on a loaded machine the first one can finish
+    # eight documents before the second (on the other node) is up; the placement test wants both to exist.
+    full_env["RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S"] = "600"
     full_env.pop("TPT_RAY_ADDRESS", None)
     done = subprocess.run(command, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]

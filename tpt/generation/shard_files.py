@@ -1,7 +1,7 @@
 """Thinking for corpus shards given as files: the workers read the documents and write the trajectories.
 
 ``generate_shards`` takes tables, so whoever calls it holds every document it asks for. Here the Dagster process
-hands over only the shard paths: Ray Data reads them on the workers (``read_parquet``), a task per block leaves out
+hands over only the shard paths: a Ray Data task per shard file reads it on a worker a slice at a time and leaves out
 the documents already finished, the engine actors generate, and a task per batch writes that batch's part file
 beside the others. What comes back to the driver is one small row per document (no text), for progress and the
 summaries. Resume, the request cache and ``_SUCCESS.json`` work as in ``shard_runner``: one shard at a time, the
@@ -14,14 +14,11 @@ would then report for its shard.
 
 from __future__ import annotations
 
-import functools
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -47,6 +44,7 @@ from tpt.generation.shard_runner import (
 
 # All the driver sees of a generated document: its shard, part file and request key (for the request index), its
 # finish reason, length and timestamps (for progress and the engine telemetry). No text.
+READ_ROWS = 4096  # documents a read task hands on at a time: its memory, whatever the shard's size
 RETURNED = ["shard", "part", "request_key", "finish_reason", "output_tokens", *TIMES]
 
 
@@ -125,19 +123,13 @@ def _run_on_files(
     import ray.data
 
     configure_data_context(placement)
-    paths = [str(corpus_dir / f"{s}.parquet") for s in shards]
     light = _light_tasks(placement)
-    documents = ray.data.read_parquet(paths, columns=["doc_id", "source", "text"], include_paths=True, **light)
-    pending = documents.map_batches(
-        _pending_rows,
-        fn_kwargs={
-            "out_dir": str(out_dir),
-            "generation": generation,
-            "engine": engine_version(spec.engine),
-            "run": uuid.uuid4().hex,  # worker processes outlive a run: what they remember is per run
-        },
+    units = [{"shard": s, "path": str(corpus_dir / f"{s}.parquet")} for s in shards]
+    pending = ray.data.from_items(units, override_num_blocks=len(units)).map_batches(
+        _pending_documents,
+        fn_kwargs={"out_dir": str(out_dir), "generation": generation, "engine": engine_version(spec.engine)},
         batch_format="pyarrow",
-        batch_size=None,
+        batch_size=1,  # one shard file per task
         **light,
     )
     written = thinking_stage(pending, spec, generation, placement).map_batches(
@@ -151,34 +143,28 @@ def _run_on_files(
 
 
 def _light_tasks(placement: WorkerPlacement) -> dict:
-    """Ray arguments of the reads, the pending-document filter and the part writes. They reserve no CPU: the
-    engine actors may hold every CPU of the cluster (the embedded default's one actor takes both cores), and a read
-    that waits for a CPU slot an actor never frees waits forever. Their number is capped instead (two per engine
-    worker keep the actors fed), and Ray Data's object-store backpressure bounds the blocks in flight."""
+    """Ray arguments of the reads and the part writes. They reserve no CPU: the engine actors may hold every CPU of
+    the cluster (the embedded default's one actor takes both cores; two one-CPU actors fill the two-node rehearsal),
+    and a task that waits for a CPU slot an actor never frees waits forever. Their number is capped instead (two per
+    engine worker keep the actors fed), and Ray Data's object-store backpressure bounds the blocks in flight. (Not
+    ``read_parquet``: in Ray 2.60 it lists the files in a task of one CPU whatever ``num_cpus`` says.)"""
     return {"num_cpus": 0, "concurrency": max(2, 2 * placement.workers)}
 
 
-@functools.lru_cache(maxsize=8)
-def _finished_ids(shard_dir: str, run: str) -> pa.Array:
-    """The ids a shard had finished when this worker process first looked in this run (documents of a run come
-    once, so a later look would not change what is left out)."""
-    done = shard_ids(Path(shard_dir))
-    return done["doc_id"].combine_chunks() if done is not None else pa.array([], pa.string())
-
-
-def _pending_rows(batch: pa.Table, out_dir: str, generation: GenerationConfig, engine: str, run: str) -> pa.Table:
-    """The block's documents not yet finished, with their shard and request key (the engine's input)."""
-    shards = pc.replace_substring_regex(batch["path"], r"^.*/([^/]+)\.parquet$", r"\1")
-    batch = batch.drop_columns(["path"]).append_column("shard", shards)
-    keep = np.ones(batch.num_rows, dtype=bool)
-    for shard in pc.unique(shards).to_pylist():
-        done = _finished_ids(str(Path(out_dir) / shard), run)
-        if len(done):
-            mask = pc.and_(pc.equal(shards, shard), pc.is_in(batch["doc_id"], done)).to_numpy(zero_copy_only=False)
-            keep &= ~mask
-    batch = batch.filter(pa.array(keep))
-    keys = request_keys(batch["doc_id"].to_pylist(), generation, engine)
-    return batch.append_column("request_key", pa.array(keys, pa.string()))
+def _pending_documents(unit: pa.Table, out_dir: str, generation: GenerationConfig, engine: str) -> Iterator[pa.Table]:
+    """One shard file's documents not yet finished, read READ_ROWS at a time, with their shard and request key (the
+    engine's input)."""
+    [(shard, path)] = zip(unit["shard"].to_pylist(), unit["path"].to_pylist(), strict=True)
+    done = shard_ids(Path(out_dir) / shard)
+    finished = done["doc_id"].combine_chunks() if done is not None else None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "source", "text"]):
+        docs = pa.Table.from_batches([batch])
+        if finished is not None:
+            docs = docs.filter(pc.invert(pc.is_in(docs["doc_id"], finished)))
+        if docs.num_rows:
+            keys = request_keys(docs["doc_id"].to_pylist(), generation, engine)
+            docs = docs.append_column("shard", pa.array([shard] * docs.num_rows, pa.string()))
+            yield docs.append_column("request_key", pa.array(keys, pa.string()))
 
 
 def _write_parts(batch: pa.Table, out_dir: str, spec: EngineSpec, generation: GenerationConfig) -> pa.Table:

@@ -1,6 +1,8 @@
 """Generation from shard files: the workers read the documents and write the parts; resume and the request cache
 behave as with tables."""
 
+import signal
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -85,6 +87,35 @@ def test_workers_read_the_shards_write_the_parts_and_a_rerun_resumes(local_ray, 
         cache_root=root,
     )
     assert [(s.cache_hits, s.generated_this_run) for s in cached.values()] == [(3, 0), (2, 0)]
+
+
+def test_the_reads_and_writes_run_beside_engine_actors_that_hold_every_cpu(local_ray, tmp_path, smollm2_dir, embedded):
+    """The embedded default's one actor takes both cores of this Ray (and the rehearsal's two actors both nodes'):
+    a read or write that waited for a CPU would wait forever, so a hang fails here after five minutes."""
+    generation = GenerationConfig(
+        model=embedded.generation.model, prompt=PromptConfig(version="test"), max_document_tokens=48, batch_size=2
+    )
+    ids = _corpus(tmp_path / "corpus")
+
+    def hung(*_):
+        raise TimeoutError("generation from shard files still running after 300 s: a task waits for a CPU")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(300)
+    try:
+        summaries = generate_shard_files(
+            tmp_path / "corpus",
+            list(ids),
+            tmp_path / "out",
+            EngineSpec("standin", str(smollm2_dir)),
+            generation,
+            WorkerPlacement(cpus_per_worker=ray.cluster_resources()["CPU"]),
+            print,
+        )
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert {s: summary.documents for s, summary in summaries.items()} == {s: len(d) for s, d in ids.items()}
 
 
 def test_the_estimate_reads_the_same_sample_from_files_row_groups_only(tmp_path):
