@@ -43,15 +43,8 @@ from tpt.training.checkpoint import (
 )
 from tpt.training.data import DataOrder, SequenceOrder, TokenSequences
 from tpt.training.export import export_hf
-from tpt.training.model import (
-    SpecialTokens,
-    build_model,
-    check_fits,
-    flops_per_token,
-    llama_config,
-    memory_estimate,
-    param_count,
-)
+from tpt.training.init import make_student
+from tpt.training.model import SpecialTokens, check_fits
 from tpt.training.optim import make_optimizer, make_scheduler
 from tpt.training.sharding import export_sharded, gather_state, restore_state, shard_model
 from tpt.versioning import content_hash
@@ -147,6 +140,7 @@ def train(
     memory_limit_bytes: int | None = None,
     keep_checkpoints: int = 2,
     log_interval_s: float = 10.0,
+    init_dir: str | Path | None = None,
 ) -> TrainResult | None:
     """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens, reading sequences in
     ``order`` (a resolved mixture; by default every sequence once per epoch). ``parallel``: this process's rank in
@@ -155,6 +149,9 @@ def train(
     ``on_step(step, loss, lr, tokens_seen, tokens_per_s)`` runs after each step (and after that step's checkpoint,
     so raising from it stops a run that can resume). Writes ``out_dir/checkpoints/``, ``out_dir/final/`` (HF
     format), ``out_dir/loss_curve.csv`` and ``out_dir/train_result.json``.
+
+    ``init_dir``: the resolved ``config.init`` checkpoint the student starts from (any transformers causal LM).
+    ``shards.batch`` may return a third array, a per-token loss mask (SFT: assistant tokens only).
     """
     started = time.monotonic()
     out_dir, cuda = Path(out_dir), device.startswith("cuda")
@@ -191,16 +188,16 @@ def train(
         remove_partial(ckpt_root)
     existing = checkpoint_dirs(ckpt_root)
     meta = read_meta(existing[-1], fingerprint, data_fingerprint) if existing else None
-    vocab = shards.vocab_size
-    n_params, fpt = param_count(config.model, vocab), flops_per_token(config.model, vocab, config.seq_len)
-    estimate = memory_estimate(
-        config.model,
-        vocab,
-        config.seq_len,
-        config.micro_batch_size,
+    special = SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id)
+    student = make_student(
+        config,
+        shards.vocab_size,
+        special,
+        init_dir=init_dir,
         activation_bytes=2 if cuda else 4,
         shards=parallel.world_size if sharded else 1,
     )
+    n_params, fpt, estimate = student.n_params, student.flops_per_token, student.estimate
     check_fits(estimate, device, memory_limit_bytes)
     log(
         f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{estimate.total / 2**30:.2f} GiB"
@@ -211,8 +208,7 @@ def train(
 
     with _deterministic(device):
         torch.manual_seed(config.seed)
-        special = SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id)
-        model = build_model(llama_config(config.model, vocab, config.seq_len, special))
+        model = student.build()
         if sharded:
             shard_model(model, device)
         else:
@@ -240,9 +236,10 @@ def train(
             indices = order.indices(step * per_step, per_step)
             if parallel is not None:
                 indices = indices[parallel.rank :: parallel.world_size]
-            tokens, lengths = shards.batch(indices)
+            tokens, lengths, *loss_mask = shards.batch(indices)
             lr = optimizer.param_groups[0]["lr"]
-            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast, parallel)
+            mask = loss_mask[0] if loss_mask else None
+            loss, grad_norm = _train_step(model, tokens, lengths, config, device, autocast, parallel, mask)
             optimizer.step()
             scheduler.step()
             done, session_tokens = step + 1, session_tokens + config.batch_tokens
@@ -304,15 +301,19 @@ def _train_step(
     device: str,
     autocast: Any,
     parallel: DataParallel | None = None,
+    loss_mask: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Gradients of the batch loss (the caller takes the optimizer step); returns (loss, grad norm before clipping).
 
     Distributed, ``tokens`` is this rank's share of the batch: the loss is normalised by the targets of the whole
     batch and gradients and loss are summed over ranks, which is the full batch's gradient and loss. Under FSDP
     each backward reduce-scatters (sums) the gradients into this rank's shard, and the norm that clipping uses is
-    computed over all shards."""
+    computed over all shards. ``loss_mask`` (sequences x tokens, bool): only tokens it marks are targets."""
     model.zero_grad(set_to_none=True)
-    n_targets = torch.tensor(int(np.clip(lengths - 1, 0, None).sum()), device=device)
+    real_targets = np.arange(tokens.shape[1] - 1)[None, :] < lengths[:, None] - 1
+    if loss_mask is not None:
+        real_targets &= loss_mask[:, 1:]
+    n_targets = torch.tensor(int(real_targets.sum()), device=device)
     if parallel is not None:
         torch.distributed.all_reduce(n_targets)
     n_targets = max(int(n_targets), 1)
@@ -323,6 +324,8 @@ def _train_step(
         inputs, targets = x[:, :-1], x[:, 1:].clone()
         position = torch.arange(targets.shape[1], device=device)
         targets[position[None, :] >= real[:, None] - 1] = IGNORE  # target j is token j + 1: real if j + 1 < length
+        if loss_mask is not None:
+            targets[~torch.from_numpy(loss_mask[lo : lo + config.micro_batch_size, 1:]).to(device)] = IGNORE
         with autocast:
             logits = model(input_ids=inputs).logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")

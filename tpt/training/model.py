@@ -51,10 +51,12 @@ def llama_config(shape: ModelShape, vocab_size: int, seq_len: int, tokens: Speci
 
 
 def build_model(config: Any) -> Any:
-    """A freshly initialised fp32 ``LlamaForCausalLM``; the caller seeds torch first for a reproducible init."""
-    from transformers import LlamaForCausalLM
+    """A freshly initialised fp32 causal LM of ``config`` (``LlamaForCausalLM`` for ``llama_config``; any architecture
+    for a loaded student's config, as FSDP's export rebuilds it); the caller seeds torch first for a reproducible
+    init."""
+    from transformers import AutoModelForCausalLM
 
-    return LlamaForCausalLM(config)
+    return AutoModelForCausalLM.from_config(config)
 
 
 def embedding_params(shape: ModelShape, vocab_size: int) -> int:

@@ -35,6 +35,7 @@ def train_on_ray(
     device: str = "cpu",
     log: Callable[[str], None] = print,
     memory_limit_bytes: int | None = None,
+    init_dir: Path | None = None,
 ) -> None:
     """Run ``tpt.training.train`` on ``workers`` Ray Train workers; results land in ``out_dir`` as usual.
     ``memory_limit_bytes``: per worker (default: what its device has free); under FSDP a worker needs its share."""
@@ -57,6 +58,7 @@ def train_on_ray(
             "strategy": strategy,
             "device": device,
             "memory_limit_bytes": memory_limit_bytes,
+            "init_dir": str(init_dir) if init_dir else None,
         },
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -102,6 +104,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             device=f"cuda:{torch.cuda.current_device()}" if cfg["device"].startswith("cuda") else "cpu",
             log=lambda line: print(line, file=fh),
             memory_limit_bytes=cfg["memory_limit_bytes"],
+            init_dir=cfg["init_dir"],
         )
 
 
