@@ -21,6 +21,8 @@ DESCRIPTIONS = {
     "to the run; a backfill over all scales trains the whole experiment matrix.",
     "benchmarks": "Evaluate each variant's checkpoint on the (scale, benchmark) cell given to the run; a backfill over "
     "all cells fills the (variant x scale x benchmark) matrix.",
+    "sft": "Fine-tune each variant's checkpoint on the chat data (assistant tokens only), at the scale given to the "
+    "run.",
     "report": "Vanilla vs TPT side by side, from every benchmark cell's score.",
 }
 COMPOSED = {"data": ("corpus", "shards")}
@@ -31,7 +33,7 @@ def job_assets(experiment: Experiment, job: str) -> list[dg.AssetKey]:
     return [
         asset_key(experiment, spec.name, variant)
         for spec in registry.STAGES
-        if spec.job in names
+        if spec.job in names and (spec.enabled is None or spec.enabled(experiment))
         for variant in (experiment.variants if spec.per_variant else [None])
     ]
 
@@ -46,4 +48,5 @@ def experiment_jobs(experiment: Experiment) -> dict[str, AssetJob]:
             hooks={explain_failure},
         )
         for job, description in DESCRIPTIONS.items()
+        if job_assets(experiment, job)  # an experiment without SFT has no sft job
     }

@@ -82,6 +82,7 @@ class Stage:
     accelerator: bool = False  # holds a GPU: runs in the accelerator pool
     retried: bool = False  # runs on Ray: a lost worker or node is retried
     eager: bool = False  # rebuilt by declarative automation once its inputs changed
+    enabled: Callable[[Experiment], bool] | None = None  # a stage only some experiments have (SFT): no assets else
     compute: Callable[..., Any] | None = field(default=None, compare=False)
 
 
@@ -122,7 +123,11 @@ class Outputs:
     # ------------------------------------------------------------------ instances and reads
 
     def variants_of(self, stage: str) -> list[str | None]:
-        return list(self.experiment.variants) if self.stages[stage].per_variant else [None]
+        """The stage's assets' variants; none when the experiment does not have the stage."""
+        spec = self.stages[stage]
+        if spec.enabled is not None and not spec.enabled(self.experiment):
+            return []
+        return list(self.experiment.variants) if spec.per_variant else [None]
 
     def instances(self, stage: str, variant: str | None = None, *, with_benchmarks: bool = True) -> list[Instance]:
         """Every output of one asset (one variant of a stage): one per scale or cell, else one."""
