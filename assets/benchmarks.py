@@ -17,11 +17,17 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 
 
 def benchmark_scores(run: StageRun) -> StageResult:
-    out, benchmark, checkpoint = run.output, run.instance.benchmark, run.input("checkpoint")
+    return scores_of(run, "checkpoint")
+
+
+def scores_of(run: StageRun, checkpoint_stage: str, *, chat: bool = False, rows: bool = True) -> StageResult:
+    """One cell of ``checkpoint_stage``'s scores; ``chat``: prompts through the model's chat template (SFT);
+    ``rows``: the catalog's score and sample rows (its tables are keyed by the pretrained scores' version)."""
+    out, benchmark, checkpoint = run.output, run.instance.benchmark, run.input(checkpoint_stage)
     finished = EvaluationRun.load(out.path)
     reused = finished is not None
     if finished is None:
-        finished = _evaluate(run, checkpoint, benchmark)
+        finished = _evaluate(run, checkpoint, benchmark, chat)
     result = finished.benchmarks[benchmark]
     metrics = [{"metric": m, "value": v.value, "stderr": v.stderr} for m, v in result.metrics.items()]
     lineage = [
@@ -34,7 +40,7 @@ def benchmark_scores(run: StageRun) -> StageResult:
     return StageResult(
         reused,
         _figures(run, finished, result, checkpoint),
-        rows=_rows(run, result),
+        rows=_rows(run, result) if rows else {},
         content_version=content_hash("scores", scored, [s.generation for s in result.samples]),
         extra_metadata={
             "metrics": markdown_table(metrics),
@@ -44,7 +50,7 @@ def benchmark_scores(run: StageRun) -> StageResult:
     )
 
 
-def _evaluate(run: StageRun, checkpoint: Output, benchmark: str) -> EvaluationRun:
+def _evaluate(run: StageRun, checkpoint: Output, benchmark: str, chat: bool = False) -> EvaluationRun:
     evaluation, evaluator = run.experiment.evaluation, run.resources.evaluator
     return run_benchmarks(
         checkpoint.path / "final",
@@ -59,6 +65,7 @@ def _evaluate(run: StageRun, checkpoint: Output, benchmark: str) -> EvaluationRu
         device=evaluator.resolved_device(),
         sandbox_workers=evaluator.sandbox_workers,
         log=run.log,
+        apply_chat_template=chat,
     )
 
 

@@ -31,6 +31,7 @@ STAGES: tuple[Stage, ...] = (
     mixture.STAGE,
     pretraining.STAGE,
     sft.STAGE,
+    sft.SCORES_STAGE,
     benchmarks.STAGE,
     report.STAGE,
 )

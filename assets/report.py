@@ -54,9 +54,10 @@ def report(run: StageRun) -> StageResult:
         for (scale, b), s in scores.items()
     ]
     training = [{"scale": scale, "variant": v, **trained[scale, v]} for scale in scales for v in variants]
+    sft_table = _sft_scores(run) if experiment.sft is not None else []
     path = run.output.path / "report.json"  # its version names every cell and checkpoint it read
     reused = path.exists()
-    write_json(path, {"scores": table, "training": training})
+    write_json(path, {"scores": table, "training": training} | ({"sft_scores": sft_table} if sft_table else {}))
     score_plot = grouped_bars(
         {_label(scale, b, scales): {v: s[v] for v in variants} for (scale, b), s in scores.items()},
         title=f"{experiment.name}: primary metric by benchmark",
@@ -81,10 +82,33 @@ def report(run: StageRun) -> StageResult:
         "training": markdown_table(training),
         "score_comparison": png_markdown(score_plot, "scores"),
         "loss_curves": png_markdown(loss_plot, "loss curves"),
+        **({"sft_scores": markdown_table(sft_table)} if sft_table else {}),
         "note": "Paper numbers (8B models; DESIGN.md quotes GSM8K and MATH only) are shown for context, not "
         "comparable here.",
     }
     return StageResult(reused=reused, figures=figures, extra_metadata=extra)
+
+
+def _sft_scores(run: StageRun) -> list[dict]:
+    """Vanilla vs TPT after SFT, beside the pretrained (or mid-trained) score of the same cell."""
+    experiment, outputs, variants = run.experiment, run.outputs, run.experiment.variants
+    rows, missing = [], []
+    for scale in experiment.scale_names:
+        for b in experiment.evaluation.benchmarks:
+            row: dict = {"scale": scale, "benchmark": b}
+            for v in variants:
+                before = EvaluationRun.load(outputs.of("benchmark_scores", v, scale, b).path)
+                after = EvaluationRun.load(outputs.of("sft_benchmark_scores", v, scale, b).path)
+                if after is None:
+                    missing.append(f"{v} {b}|{scale}")
+                    continue
+                row["metric"] = after.benchmarks[b].primary_metric
+                row[f"{v} before SFT"] = before.benchmarks[b].primary_value if before else None
+                row[f"{v} after SFT"] = after.benchmarks[b].primary_value
+            rows.append(row)
+    if missing:
+        raise IncompleteMatrixError(f"SFT scores missing for {missing}; materialize those sft_benchmark_scores first")
+    return rows
 
 
 def _label(scale: str, name: str, scales: list[str]) -> str:
@@ -96,11 +120,16 @@ STAGE = Stage(
     name="report",
     revision=1,
     own=no_config,
-    reads=(Read("benchmark_scores", every_partition=True), Read("checkpoint", every_partition=True)),
+    reads=(
+        Read("benchmark_scores", every_partition=True),
+        Read("checkpoint", every_partition=True),
+        Read("sft_benchmark_scores", every_partition=True),  # only in experiments with sft
+    ),
     job="report",
     kinds=frozenset({"python"}),
     eager=True,
-    description="Vanilla vs TPT side by side: benchmark scores, tokens seen, loss curves. Rebuilt once every "
+    description="Vanilla vs TPT side by side: benchmark scores (before and after SFT where configured), tokens "
+    "seen, loss curves. Rebuilt once every "
     "benchmark cell has a score and one of them changes (sensor <experiment>_report).",
     compute=report,
 )

@@ -2,6 +2,8 @@
 assistant tokens only, one conversation per sequence (no packing); the same loop, resume and memory check as
 pretraining. Present only in experiments that configure ``sft``."""
 
+from assets.benchmarks import _own as scores_own
+from assets.benchmarks import scores_of
 from assets.stage import StageResult, StageRun
 from tpt.config import Experiment, ModelSource
 from tpt.corpus.decontaminate import NgramIndex
@@ -78,4 +80,26 @@ STAGE = Stage(
     "tokens only, chat template of the student's tokenizer, one conversation per sequence); final model in Hugging "
     "Face format.",
     compute=sft_checkpoint,
+)
+
+
+def sft_benchmark_scores(run: StageRun) -> StageResult:
+    return scores_of(run, "sft_checkpoint", chat=True, rows=False)
+
+
+SCORES_STAGE = Stage(
+    name="sft_benchmark_scores",
+    revision=1,
+    own=lambda experiment, instance: scores_own(experiment, instance) | {"chat_template": True},
+    reads=(Read("sft_checkpoint"),),
+    partitioning="cells",
+    per_variant=True,
+    settings=("evaluator",),
+    job="sft_benchmarks",
+    kinds=frozenset({"lm_eval"}),
+    accelerator=True,
+    enabled=lambda experiment: experiment.sft is not None,
+    description="lm-eval-harness score of each {variant} SFT checkpoint, one partition per (scale, benchmark), "
+    "prompts through the model's chat template (lm-eval's apply_chat_template).",
+    compute=sft_benchmark_scores,
 )

@@ -23,6 +23,8 @@ DESCRIPTIONS = {
     "all cells fills the (variant x scale x benchmark) matrix.",
     "sft": "Fine-tune each variant's checkpoint on the chat data (assistant tokens only), at the scale given to the "
     "run.",
+    "sft_benchmarks": "Evaluate each variant's SFT checkpoint on the (scale, benchmark) cell given to the run, "
+    "prompts through its chat template.",
     "report": "Vanilla vs TPT side by side, from every benchmark cell's score.",
 }
 COMPOSED = {"data": ("corpus", "shards")}

@@ -61,12 +61,15 @@ def run_experiment(
     if not run("data", tags=partition_range_tags(shards[0], shards[-1])):
         return results
     trained = [scale for scale in experiment.scale_names if run("training", partition_key=scale)]
-    if experiment.sft is not None:  # a failed SFT run does not stop the pretrained checkpoints' scores
-        for scale in trained:
-            run("sft", partition_key=scale)
+    tuned = [scale for scale in trained if experiment.sft is not None and run("sft", partition_key=scale)]
     scored = [
         run("benchmarks", partition_key=cell_key(scale, benchmark))
         for scale in trained
+        for benchmark in experiment.evaluation.benchmarks
+    ]
+    scored += [
+        run("sft_benchmarks", partition_key=cell_key(scale, benchmark))
+        for scale in tuned
         for benchmark in experiment.evaluation.benchmarks
     ]
     if len(trained) == len(experiment.scales) and all(scored):

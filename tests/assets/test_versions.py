@@ -181,7 +181,13 @@ def _midtrain() -> Experiment:
 
 
 def sft(*variants: str) -> set[str]:
-    return {f"sft_checkpoint_{v}_base" for v in variants}
+    """The SFT checkpoint of each variant, its score cells and the report that shows them."""
+    benchmarks = ("gsm8k", "math", "humaneval", "mbpp")
+    return (
+        {f"sft_checkpoint_{v}_base" for v in variants}
+        | {"report"}
+        | {f"sft_benchmark_scores_{v}_base_{b}" for v in variants for b in benchmarks}
+    )
 
 
 def test_sft_data_or_settings_change_only_sft():
@@ -210,6 +216,7 @@ def test_the_init_checkpoint_names_the_tokenizer_and_everything_it_tokenized():
     )
     assert after.tokenizer == other
     assert {"token_shards_vanilla", "token_shards_tpt"} | sft("vanilla", "tpt") <= changed(midtrain, after)
+    assert "sft_checkpoint_tpt_base" in versions(midtrain)
     assert "corpus" not in changed(midtrain, after)
 
 

@@ -265,12 +265,14 @@ def run_benchmarks(
     sandbox: SandboxLimits = DEFAULT_LIMITS,
     sandbox_workers: int = 2,
     log: Callable[[str], None] = print,
+    apply_chat_template: bool = False,
 ) -> EvaluationRun:
     """Run lm-eval on ``checkpoint_dir`` for each benchmark; also writes ``<work_dir>/results.json``.
 
     ``work_dir`` receives the test sets (data/), the lm-eval task directory (tasks/) and the datasets cache. The
     test sets come from ``data_folder`` if given, else from ``test_set_source`` (the offline packages unless asked for
-    the hub); they are read before lm-eval runs, offline, on the copies.
+    the hub); they are read before lm-eval runs, offline, on the copies. ``apply_chat_template``: prompts go through
+    the checkpoint's chat template, as lm-eval's ``--apply_chat_template`` does (for SFT models).
     """
     start = time.monotonic()
     checkpoint = check_inputs(checkpoint_dir, benchmarks, backend)
@@ -317,6 +319,7 @@ def run_benchmarks(
                     tasks=[task],
                     limit=limit,
                     log_samples=True,
+                    apply_chat_template=apply_chat_template,
                     task_manager=manager,
                     confirm_run_unsafe_code=True,
                 )
