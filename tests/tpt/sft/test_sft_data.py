@@ -123,3 +123,26 @@ def test_the_offline_evals_word_problems_become_conversations(tokenizer_dir, tmp
     tokenizer = load_tokenizer(tokenizer_dir)
     ids, lengths, mask = sequences.batch([0])
     assert tokenizer.decode(ids[0][mask[0]]) == "[1440]<|im_end|>\n"
+
+
+def test_sft_trains_from_a_checkpoint_and_resumes_exactly(tokenizer_dir, tiny_checkpoint, tmp_path):
+    from tpt.training import train
+
+    config = SFTConfig(sources=[WHEEL], seq_len=256, sequences_per_step=4, micro_batch_size=2, lr=1e-3, warmup_steps=0)
+    data, _ = build_sft_sequences(config, tokenizer_dir, tmp_path / "data")
+    training = config.training(_local(tiny_checkpoint), len(data)).model_copy(update={"checkpoint_every": 2})
+    common = {"tokenizer_dir": tiny_checkpoint, "init_dir": tiny_checkpoint, "log": lambda line: None}
+    full = train(training, data, tmp_path / "full", **common)
+    assert full.steps == 5 and full.losses[-1] < full.losses[0]
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, *_):
+        if step == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(training, data, tmp_path / "cut", on_step=stop, **common)
+    resumed = train(training, data, tmp_path / "cut", **common)
+    assert resumed.resumed_from_step == 2 and resumed.losses == full.losses
