@@ -153,3 +153,35 @@ def test_init_without_a_resolved_folder_is_refused(qwen_dir, shards, tokenizer_d
     with pytest.raises(InitModelError, match="no resolved model folder"):
         train(_config(qwen_dir), shards, tmp_path, tokenizer_dir=tokenizer_dir)
     assert issubclass(InitModelError, ValueError) and not issubclass(TrainingInputError, InitModelError)
+
+
+@pytest.mark.slow
+def test_fsdp_workers_continue_the_checkpoint_as_one_process_does(qwen_dir, tokenizer_dir, tmp_path):
+    """Two FSDP workers (gloo, through Ray Train) shard the loaded student on the meta device, each fills only its
+    slices from the checkpoint, and train to the single process's losses (equal to float rounding)."""
+    import ray
+
+    from tpt.atomic import read_json
+    from tpt.training.ray_launch import train_on_ray
+
+    shard = tokenize_and_pack(TEXTS, tokenizer_dir, 32, tmp_path / "part-0.bin").path
+    config = _config(qwen_dir, lr=3e-3, warmup_steps=1, batch_tokens=4 * 32, micro_batch_size=2)
+    single = train(config, PackedShards([shard]), tmp_path / "single", tokenizer_dir=tokenizer_dir, init_dir=qwen_dir)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        train_on_ray(
+            config,
+            [shard],
+            tmp_path / "fsdp",
+            tokenizer_dir=tokenizer_dir,
+            mixture_dir=None,
+            workers=2,
+            strategy="fsdp",
+            init_dir=qwen_dir,
+        )
+    finally:
+        ray.shutdown()
+    losses = read_json(tmp_path / "fsdp" / "train_result.json")["losses"]
+    assert max(abs(a - b) for a, b in zip(losses, single.losses, strict=True)) < 1e-4, (losses, single.losses)
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "final")
+    assert type(exported).__name__ == "Qwen2ForCausalLM"
