@@ -17,7 +17,13 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 
 
 def benchmark_scores(run: StageRun) -> StageResult:
-    out, benchmark, checkpoint = run.output, run.instance.benchmark, run.input("checkpoint")
+    return scores_of(run, "checkpoint")
+
+
+def scores_of(run: StageRun, checkpoint_stage: str, *, chat: bool = False, rows: bool = True) -> StageResult:
+    """One cell of ``checkpoint_stage``'s scores; ``chat``: prompts through the model's chat template (SFT);
+    ``rows``: the catalog's score and sample rows (its tables are keyed by the pretrained scores' version)."""
+    out, benchmark, checkpoint = run.output, run.instance.benchmark, run.input(checkpoint_stage)
     evaluation, evaluator = run.experiment.evaluation, run.resources.evaluator
     finished = EvaluationRun.load(out.path)
     if finished is None:
@@ -36,6 +42,7 @@ def benchmark_scores(run: StageRun) -> StageResult:
             gold=evaluation.gold,
             gold_limit=evaluation.gold_limit,
             log=run.log,
+            apply_chat_template=chat,
         )
         reused = False
     else:
@@ -105,7 +112,7 @@ def benchmark_scores(run: StageRun) -> StageResult:
     return StageResult(
         reused,
         figures,
-        rows={"scores": scores, "eval_samples": samples},
+        rows={"scores": scores, "eval_samples": samples} if rows else {},
         content_version=content_hash(
             "scores",
             {m: (v.value, v.stderr) for m, v in result.metrics.items()},

@@ -22,8 +22,10 @@ class MixtureMissingError(InputError, RuntimeError):
 
 
 def _own(experiment: Experiment, instance: Instance) -> dict:
-    training = experiment.training_for(instance.scale) if instance.scale else None
-    return {"variant": instance.variant, "training": versioned_fields(training) if training else None}
+    training = versioned_fields(experiment.training_for(instance.scale)) if instance.scale else None
+    if training and training["init"] is None:  # a fresh model: the version it had before init existed
+        del training["init"]
+    return {"variant": instance.variant, "training": training}
 
 
 def checkpoint(run: StageRun) -> StageResult:
@@ -67,6 +69,7 @@ def _train(run: StageRun, training, trainer) -> None:
     tokenizer_dir, device = resolve_model(run.experiment.tokenizer, weights=False), trainer.resolved_device()
     common = {"tokenizer_dir": tokenizer_dir, "device": device, "log": run.log}
     common["memory_limit_bytes"] = trainer.memory_limit_bytes
+    common["init_dir"] = resolve_model(training.init) if training.init else None
     if trainer.launcher == "ray":
         run.resources.ray_cluster.ensure(RayAsk.for_trainer(trainer))
         train_on_ray(
@@ -138,8 +141,8 @@ STAGE = Stage(
     kinds=frozenset({"pytorch", "transformers"}),
     accelerator=True,
     retried=True,
-    description="A LLaMA-architecture model pretrained on the {variant} mixture, one partition per scale (model "
-    "size x token budget) of the experiment matrix; resumes from its last checkpoint; final model in Hugging Face "
-    "format.",
+    description="A fresh LLaMA-architecture model (or training.init's checkpoint, mid-trained) trained on the "
+    "{variant} mixture, one partition per scale (model size x token budget) of the experiment matrix; resumes from "
+    "its last checkpoint; final model in Hugging Face format.",
     compute=checkpoint,
 )

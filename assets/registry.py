@@ -13,6 +13,7 @@ from assets import (
     models,
     pretraining,
     report,
+    sft,
     token_shards,
     trajectories,
 )
@@ -29,6 +30,8 @@ STAGES: tuple[Stage, ...] = (
     token_shards.STAGE,
     mixture.STAGE,
     pretraining.STAGE,
+    sft.STAGE,
+    sft.SCORES_STAGE,
     benchmarks.STAGE,
     report.STAGE,
 )

@@ -1,14 +1,15 @@
 """The report: does each TPT variant beat vanilla? Per benchmark and metric (the benchmark's own, and the gold
 solution's bits per byte), each variant's value with its standard error, the paired difference from vanilla with a
 95% interval and whether it excludes zero; tokens seen and loss curves beside. Read through the engines' finished
-results of every checkpoint and benchmark cell of the experiment matrix (every scale and seed)."""
+results of every checkpoint and benchmark cell of the experiment matrix (every scale and seed). An experiment with
+SFT gets one comparison per stage: the pretrained (or mid-trained) models, and the same after SFT."""
 
 from assets.stage import StageResult, StageRun, markdown_table, png_markdown
 from tpt.atomic import write_json
 from tpt.config import VANILLA, Experiment
 from tpt.errors import InputError
 from tpt.evaluation.compare import estimate, paired_difference
-from tpt.evaluation.runner import EvaluationRun
+from tpt.evaluation.runner import BenchmarkResult, EvaluationRun
 from tpt.plots import grouped_bars, line_plot
 from tpt.stages import Read, Stage, no_config
 from tpt.tokenization.mixture import ResolvedMixture
@@ -30,7 +31,8 @@ def report(run: StageRun) -> StageResult:
     experiment, outputs = run.experiment, run.outputs
     variants, runs, benchmarks = experiment.variants, experiment.runs, experiment.evaluation.benchmarks
     keys = [r.key for r in runs]
-    per_item, metric_names, trained, curves, by_source, missing = {}, {}, {}, {}, {}, []
+    trained, curves, by_source, missing = {}, {}, {}, []
+    per_item: dict[str, dict] = {SCORES: {}} | ({SFT_SCORES: {}} if experiment.sft is not None else {})
     for training_run in runs:
         key = training_run.key
         for v in variants:
@@ -44,24 +46,19 @@ def report(run: StageRun) -> StageResult:
             curves[label] = ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])
             mixture = ResolvedMixture.finished(outputs.of("data_mixture", v, key).path)
             by_source[label] = {s.source: s.selected_tokens for s in mixture.shares} if mixture else {}
-            for b in benchmarks:
-                cell = EvaluationRun.load(outputs.of("benchmark_scores", v, key, b).path)
-                if cell is None:
-                    missing.append(f"{v} {b}|{key}")
-                    continue
-                found = cell.benchmarks[b]
-                metric_names[b] = found.primary_metric
-                scale = training_run.scale
-                per_item.setdefault((scale, b, found.primary_metric, v), []).append(
-                    {s.doc_id: s.correct for s in found.samples}
-                )
-                if found.gold is not None:
-                    per_item.setdefault((scale, b, GOLD_METRIC, v), []).append(
-                        {i.doc_id: i.bpb for i in found.gold.items}
-                    )
+            for stage, found_items in per_item.items():
+                for b in benchmarks:
+                    cell = EvaluationRun.load(outputs.of(stage, v, key, b).path)
+                    if cell is None:
+                        missing.append(f"{stage} {v} {b}|{key}")
+                        continue
+                    _add_items(found_items, training_run.scale, v, cell.benchmarks[b])
     if missing:
         raise IncompleteMatrixError(f"scores missing for {missing}; materialize those benchmark partitions first")
-    table = comparison_table(experiment, per_item)
+    table = comparison_table(experiment, per_item[SCORES])
+    if SFT_SCORES in per_item:  # one comparison per stage: the pretrained (or mid-trained) models, then after SFT
+        sft = comparison_table(experiment, per_item[SFT_SCORES], paper=False)
+        table = [{"stage": "pretrained"} | r for r in table] + [{"stage": "sft"} | r for r in sft]
     training = [{"scale": key, "variant": v, **trained[key, v]} for key in keys for v in variants]
     path = run.output.path / "report.json"  # its version names every cell and checkpoint it read
     reused = path.exists()
@@ -72,10 +69,8 @@ def report(run: StageRun) -> StageResult:
         rows = [r for r in table if (r["metric"] == GOLD_METRIC) == (metric == GOLD_METRIC)]
         if rows:
             plots[metric] = grouped_bars(
-                {_label(r["scale"], r["benchmark"], scales): {v: r[v] for v in variants} for r in rows},
-                errors={
-                    _label(r["scale"], r["benchmark"], scales): {v: 1.96 * r[f"{v} ±"] for v in variants} for r in rows
-                },
+                {_bar(r, scales): {v: r[v] for v in variants} for r in rows},
+                errors={_bar(r, scales): {v: 1.96 * r[f"{v} ±"] for v in variants} for r in rows},
                 title=f"{experiment.name}: {title} (bars: 95% item interval)",
                 ylabel=metric,
             )
@@ -101,11 +96,27 @@ def report(run: StageRun) -> StageResult:
 
 PRIMARY = "primary"
 GOLD_METRIC = "gold_bpb"
+SCORES, SFT_SCORES = "benchmark_scores", "sft_benchmark_scores"
 
 
-def comparison_table(experiment: Experiment, per_item: dict[tuple[str, str, str, str], list]) -> list[dict]:
+def _add_items(per_item: dict[tuple, list], scale: str, variant: str, found: BenchmarkResult) -> None:
+    """One cell's per-item values (its metric's, and the gold bits per byte) under (scale, benchmark, metric,
+    variant); seeds of the same scale append to the same key."""
+    per_item.setdefault((scale, found.benchmark, found.primary_metric, variant), []).append(
+        {s.doc_id: s.correct for s in found.samples}
+    )
+    if found.gold is not None:
+        per_item.setdefault((scale, found.benchmark, GOLD_METRIC, variant), []).append(
+            {i.doc_id: i.bpb for i in found.gold.items}
+        )
+
+
+def comparison_table(
+    experiment: Experiment, per_item: dict[tuple[str, str, str, str], list], *, paper: bool = True
+) -> list[dict]:
     """One row per (scale, benchmark, metric): each variant's value ± its standard error (and its spread over
-    seeds), each TPT variant's paired difference from vanilla with its 95% interval, and the paper's figures."""
+    seeds), each TPT variant's paired difference from vanilla with its 95% interval, and the paper's pretraining
+    figures (``paper``; left out for SFT models, which they do not describe)."""
     variants = experiment.variants
     rows = []
     for scale, b, metric in dict.fromkeys(k[:3] for k in per_item):
@@ -121,10 +132,10 @@ def comparison_table(experiment: Experiment, per_item: dict[tuple[str, str, str,
                 diff = paired_difference(per_item[scale, b, metric, v], per_item[scale, b, metric, VANILLA])
                 row |= {f"{v} - vanilla": diff.mean, f"{v} 95% CI": f"[{diff.low:+.4f}, {diff.high:+.4f}]"}
                 row[f"{v} excludes 0"] = diff.excludes_zero
-        is_gold = metric == GOLD_METRIC
+        is_gold = metric == GOLD_METRIC or not paper
         row |= {
-            f"paper {setting} {v}": "" if is_gold else paper.get(b, {}).get(v, "")
-            for setting, paper in PAPER.items()
+            f"paper {setting} {v}": "" if is_gold else figures.get(b, {}).get(v, "")
+            for setting, figures in PAPER.items()
             for v in variants
         }
         rows.append(row)
@@ -151,6 +162,12 @@ def _text(value) -> str:
     return str(value)
 
 
+def _bar(row: dict, scales: list[str]) -> str:
+    """A bar group's name: the benchmark (at its scale), after SFT marked as such."""
+    label = _label(row["scale"], row["benchmark"], scales)
+    return f"{label} (SFT)" if row.get("stage") == "sft" else label
+
+
 def _label(scale: str, name: str, scales: list[str]) -> str:
     """A name alone when the matrix has one scale (the common case), else ``name@scale``."""
     return name if len(scales) == 1 else f"{name}@{scale}"
@@ -160,12 +177,17 @@ STAGE = Stage(
     name="report",
     revision=2,  # 2: intervals, the continuous metric, seeds
     own=no_config,
-    reads=(Read("benchmark_scores", every_partition=True), Read("checkpoint", every_partition=True)),
+    reads=(
+        Read("benchmark_scores", every_partition=True),
+        Read("checkpoint", every_partition=True),
+        Read("sft_benchmark_scores", every_partition=True),  # only in experiments with sft
+    ),
     job="report",
     kinds=frozenset({"python"}),
     eager=True,
     description="Each TPT variant against vanilla: per benchmark and metric (accuracy and gold bits per byte) the "
-    "values with standard errors, paired differences with 95% intervals, tokens seen, loss curves. Rebuilt once every "
+    "values with standard errors, paired differences with 95% intervals (before and after SFT where configured), "
+    "tokens seen, loss curves. Rebuilt once every "
     "benchmark cell has a score and one of them changes (sensor <experiment>_report).",
     compute=report,
 )

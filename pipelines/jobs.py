@@ -22,6 +22,10 @@ DESCRIPTIONS = {
     "to the run; a backfill over all scales trains the whole experiment matrix.",
     "benchmarks": "Evaluate each variant's checkpoint on the (scale, benchmark) cell given to the run; a backfill over "
     "all cells fills the (variant x scale x benchmark) matrix.",
+    "sft": "Fine-tune each variant's checkpoint on the chat data (assistant tokens only), at the scale given to the "
+    "run.",
+    "sft_benchmarks": "Evaluate each variant's SFT checkpoint on the (scale, benchmark) cell given to the run, "
+    "prompts through its chat template.",
     "report": "Vanilla vs TPT side by side, from every benchmark cell's score.",
 }
 COMPOSED = {"data": ("corpus", "shards")}
@@ -47,4 +51,5 @@ def experiment_jobs(experiment: Experiment) -> dict[str, AssetJob]:
             hooks={explain_failure},
         )
         for job, description in DESCRIPTIONS.items()
+        if job_assets(experiment, job)  # an experiment without SFT has no sft job
     }

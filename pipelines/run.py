@@ -53,16 +53,18 @@ def run_experiment(
     verbose: bool = False,
     say: Callable[[str], None] = lambda line: None,
 ) -> list[dg.ExecuteInProcessResult]:
-    """Corpus, generation estimate, data, then each training run followed by its score cells, and the report (so the
-    first seed's scores are in while the next seed trains). A failed corpus or data run
+    """Corpus, generation estimate, data, then each training run followed by its score cells (and, where the
+    experiment has SFT, its SFT run and the SFT model's cells), and the report (so the first seed's scores are in
+    while the next seed trains). A failed corpus or data run
     stops there (a failed estimate does not: it only informs); a failed scale or cell does not stop the others, but
     the report then waits for a complete matrix. ``say`` gets one progress line per run; Dagster's own per-event
     lines reach the terminal only when ``verbose``."""
     results: list[dg.ExecuteInProcessResult] = []
     release_dead_runs_slots(instance)
     owner = {RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())}
-    cells = len(experiment.scale_names) * len(experiment.evaluation.benchmarks)
-    total = 3 + bool(experiment.tpt_variants) + len(experiment.scale_names) + cells
+    stages = 2 if experiment.sft is not None else 1  # pretrained, and SFT
+    cells = len(experiment.scale_names) * len(experiment.evaluation.benchmarks) * stages
+    total = 3 + bool(experiment.tpt_variants) + len(experiment.scale_names) * stages + cells
     logging = {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "INFO"}}}}
 
     def run(job: str, tags: dict[str, str] | None = None, label: str = "", **kwargs) -> bool:
@@ -78,6 +80,12 @@ def run_experiment(
             f"{time.perf_counter() - started:.0f} s ({done})")  # fmt: skip
         return result.success
 
+    def score(scale: str, job: str) -> list[bool]:
+        return [
+            run(job, partition_key=cell_key(scale, benchmark), label=f"{scale} {benchmark}")
+            for benchmark in experiment.evaluation.benchmarks
+        ]
+
     if not run("corpus"):
         return results
     if experiment.tpt_variants:  # its sample lands in the request cache: the data run copies it, not regenerates it
@@ -87,12 +95,13 @@ def run_experiment(
         return results
     trained, scored = [], []
     for scale in experiment.scale_names:  # each run's scores as soon as it is trained: early runs answer early
-        if run("training", partition_key=scale, label=scale):
-            trained.append(scale)
-            scored += [
-                run("benchmarks", partition_key=cell_key(scale, benchmark), label=f"{scale} {benchmark}")
-                for benchmark in experiment.evaluation.benchmarks
-            ]
+        if not run("training", partition_key=scale, label=scale):
+            continue
+        trained.append(scale)
+        scored += score(scale, "benchmarks")
+        if experiment.sft is not None:
+            tuned = run("sft", partition_key=scale, label=scale)
+            scored += score(scale, "sft_benchmarks") if tuned else [False]  # no SFT: an incomplete matrix
     if len(trained) == len(experiment.scale_names) and all(scored):
         run("report")
     return results

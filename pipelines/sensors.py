@@ -130,7 +130,7 @@ def new_checkpoints_sensor(experiment: Experiment, benchmarks_job: AssetJob) -> 
     """A new checkpoint materialization asks for the benchmark cells of its variant and scale that have no finished
     score under the current versions, one run each, selecting only that variant's scores. The cursor is the newest
     materialization event seen, so a restarted daemon neither misses a checkpoint nor asks twice for one."""
-    [cells] = [spec for spec in registry.STAGES if spec.partitioning == "cells"]
+    [cells] = [spec for spec in registry.STAGES if spec.partitioning == "cells" and spec.enabled is None]
     [checkpoint] = [r.stage for r in cells.reads]
     checkpoints = {asset_key(experiment, checkpoint, v): v for v in experiment.variants}
 

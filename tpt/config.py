@@ -204,8 +204,16 @@ class ModelShape(Strict):
         return self
 
 
+CONTINUED_TRAINING_DEFAULTS = {"lr": 3e-5, "schedule": "cosine", "warmup_steps": 20, "weight_decay": 0.0}
+"""Defaults for a student that starts from a checkpoint (mid-training, SFT): a tenth of the from-scratch LR, warmup
+then cosine decay, and no weight decay pulling the pretrained weights towards zero; each may still be given."""
+
+
 class TrainingConfig(Strict):
-    model: ModelShape
+    model: ModelShape | None = Field(None, description="a freshly initialised LLaMA of this shape (or give init)")
+    init: ModelSource | None = Field(
+        None, description="continue training this causal LM (mid-training); its tokenizer tokenizes the data"
+    )
     seq_len: int = Field(ge=2)
     batch_tokens: int = Field(gt=0, description="global batch in tokens; reached by gradient accumulation")
     token_budget: int = Field(gt=0, description="tokens each variant trains on (equal for vanilla and TPT)")
@@ -233,6 +241,19 @@ class TrainingConfig(Strict):
     async_checkpoint: bool = operational(
         False, description="write checkpoints in the background while training goes on (torch.distributed.checkpoint)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _continued_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("init") is not None:
+            return CONTINUED_TRAINING_DEFAULTS | data
+        return data
+
+    @model_validator(mode="after")
+    def _one_start(self) -> TrainingConfig:
+        if (self.model is None) == (self.init is None):
+            raise ValueError("give exactly one of model (a fresh LLaMA shape) and init (a checkpoint to continue)")
+        return self
 
     @model_validator(mode="after")
     def _batch_fits(self) -> TrainingConfig:
@@ -278,6 +299,82 @@ class MixtureConfig(Strict):
         return self
 
 
+class ChatWheelFile(Strict):
+    """Chat-format jsonl files inside a wheel (the evals registry: ``input`` messages and an ``ideal`` answer, which
+    becomes the assistant turn)."""
+
+    kind: Literal["wheel_file"] = "wheel_file"
+    name: str
+    wheel: str = Field(description="key in tpt.offline.KNOWN_WHEELS, e.g. 'evals'")
+    members: tuple[str, ...] = Field(min_length=1)
+    max_samples: int | None = Field(None, gt=0)
+
+
+class ChatLocalFolder(Strict):
+    """A folder of *.jsonl files, one ``{"messages": [{"role", "content"}, ...]}`` conversation per line."""
+
+    kind: Literal["local"] = "local"
+    name: str
+    path: str
+    messages_field: str = "messages"
+    max_samples: int | None = Field(None, gt=0)
+
+
+class ChatHubDataset(Strict):
+    """A hub chat dataset with a ``messages`` column, streamed (the paper's open-r1/Mixture-of-Thoughts)."""
+
+    kind: Literal["hf_hub"] = "hf_hub"
+    name: str
+    dataset: str
+    subset: str | None = None
+    split: str = "train"
+    messages_field: str = "messages"
+    max_samples: int | None = Field(None, gt=0)
+
+
+ChatSource = Annotated[ChatWheelFile | ChatLocalFolder | ChatHubDataset, Field(discriminator="kind")]
+
+
+class SFTConfig(Strict):
+    """Supervised fine-tuning after pretraining: loss on assistant tokens only, one conversation per sequence (no
+    packing, so no sample attends to another), padded to ``seq_len``; longer conversations are a counted skip."""
+
+    sources: list[ChatSource] = Field(min_length=1)
+    decontamination: DecontaminationConfig | None = DecontaminationConfig()
+    seq_len: int = Field(2048, ge=2)
+    epochs: float = Field(1.0, gt=0, description="passes over the SFT samples")
+    sequences_per_step: int = Field(8, gt=0)
+    lr: float = Field(1e-5, gt=0)
+    warmup_steps: int = Field(10, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    micro_batch_size: int = operational(4, gt=0)
+    checkpoint_every: int = operational(50, gt=0)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> SFTConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sft source names must be unique, got {names}")
+        return self
+
+    def training(self, init: ModelSource, n_samples: int) -> TrainingConfig:
+        """The loop's config for ``epochs`` passes over ``n_samples`` conversations, starting from ``init``."""
+        steps = max(round(self.epochs * n_samples / self.sequences_per_step), 1)
+        batch = self.sequences_per_step * self.seq_len
+        return TrainingConfig(
+            init=init,
+            seq_len=self.seq_len,
+            batch_tokens=batch,
+            token_budget=steps * batch,
+            **self.model_dump(include={"lr", "warmup_steps", "schedule", "weight_decay", "grad_clip", "seed"}),
+            micro_batch_size=self.micro_batch_size,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+
 class EvaluationConfig(Strict):
     benchmarks: tuple[Benchmark, ...] = BENCHMARKS
     limit: int | None = Field(None, gt=0, description="samples per benchmark; None runs the full test set")
@@ -309,7 +406,9 @@ class Experiment(Strict):
     description: str = ""
     corpus: CorpusConfig
     generation: GenerationConfig
-    tokenizer: ModelSource = Field(description="tokenizer of the model being pretrained")
+    tokenizer: ModelSource | None = Field(
+        None, description="tokenizer of the model being pretrained; with training.init, that model's (the default)"
+    )
     join_separator: str = Field("\n\n", description="between a document and its thinking in x = [d; t]")
     training: TrainingConfig
     mixture: MixtureConfig = MixtureConfig()
@@ -384,6 +483,32 @@ class Experiment(Strict):
     def scale_names(self) -> list[str]:
         """The partition keys of the training runs (see ``run_names``; without seeds, the scales' names)."""
         return self.run_names
+
+    sft: SFTConfig | None = Field(None, description="supervised fine-tuning of every checkpoint; off when not given")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokenizer_of_init(cls, data: Any) -> Any:
+        """A student that starts from a checkpoint tokenizes with that checkpoint's tokenizer."""
+        if isinstance(data, dict) and data.get("tokenizer") is None and isinstance(data.get("training"), dict):
+            init = data["training"].get("init")
+            if init is not None:
+                return data | {"tokenizer": init}
+        return data
+
+    @model_validator(mode="after")
+    def _tokenizer_matches(self) -> Experiment:
+        init = self.training.init
+        if self.tokenizer is None:
+            raise ValueError("tokenizer is required when training.init is not given")
+        if init is not None and self.tokenizer != init:
+            raise ValueError(
+                f"tokenizer ({self.tokenizer.name}) must be the tokenizer of training.init ({init.name}): the "
+                "student reads its own vocabulary; leave tokenizer out to default it"
+            )
+        if init is not None and any(s.model is not None for s in self.scales):
+            raise ValueError("scales cannot give a model shape when training.init names the student")
+        return self
 
     @model_validator(mode="after")
     def _scales_usable(self) -> Experiment:

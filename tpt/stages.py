@@ -83,6 +83,7 @@ class Stage:
     accelerator: bool = False  # holds a GPU: runs in the accelerator pool
     retried: bool = False  # runs on Ray: a lost worker or node is retried
     eager: bool = False  # rebuilt by declarative automation once its inputs changed
+    enabled: Callable[[Experiment], bool] | None = None  # a stage only some experiments have (SFT): no assets else
     compute: Callable[..., Any] | None = field(default=None, compare=False)
 
 
@@ -99,7 +100,10 @@ class Output:
 
 
 def variants_of(experiment: Experiment, spec: Stage) -> list[str | None]:
-    """The variants a stage has an asset for: every variant, the TPT variants (thinking is theirs alone), or none."""
+    """The variants a stage has an asset for: every variant, the TPT variants (thinking is theirs alone), or none;
+    no asset at all when the experiment does not have the stage (``enabled``: SFT only where it is configured)."""
+    if spec.enabled is not None and not spec.enabled(experiment):
+        return []
     if spec.per_variant == "tpt":
         return list(experiment.tpt_variants)
     return list(experiment.variants) if spec.per_variant else [None]

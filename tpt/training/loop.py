@@ -1,4 +1,5 @@
-"""The pretraining loop: nanoGPT's loop around a transformers LLaMA, resumable bit-for-bit on CPU.
+"""The training loop: nanoGPT's loop around a transformers causal LM (a fresh LLaMA, or a checkpoint's model for
+mid-training and SFT: ``init.py``), resumable bit-for-bit on CPU.
 
 One step reads ``batch_tokens / seq_len`` packed sequences (see ``data.DataOrder``), accumulates gradients over
 micro-batches of ``micro_batch_size`` sequences, clips the global grad norm and takes one AdamW step. The loss is
@@ -7,9 +8,10 @@ split. Each packed sequence of T tokens gives T - 1 predictions; attention runs 
 inside a sequence (EOS marks them), as in GPT and LLaMA pretraining.
 
 Memory: the model is built on the meta device and materialised only as this rank's part (``model.init_weights``:
-the same weights for any world size); ``activation_checkpointing`` recomputes each decoder layer in the backward;
-``loss_chunk_tokens`` never holds the whole micro-batch's logits (``loss.py``); ``memory.py`` refuses, before any
-allocation, a config whose estimate exceeds the device.
+the same weights for any world size; or ``init.load_weights``: a checkpoint's, one tensor at a time);
+``activation_checkpointing`` recomputes each decoder layer in the backward; ``loss_chunk_tokens`` never holds the
+whole micro-batch's logits (``loss.py``); ``memory.py`` refuses, before any allocation, a config whose estimate
+exceeds the device.
 
 Reproducibility: on CPU the run enables ``torch.use_deterministic_algorithms`` (restored afterwards), and every
 input to a step is restored from the checkpoint (weights, AdamW moments, schedule, RNG, data position), so a
@@ -41,14 +43,7 @@ from tpt.training.checkpoint import Checkpointer, checkpoint_dirs, load_checkpoi
 from tpt.training.data import SequenceOrder, TokenSequences
 from tpt.training.export import export_hf
 from tpt.training.loss import IGNORE, CausalLMLoss
-from tpt.training.model import (
-    empty_model,
-    flops_per_token,
-    init_buffers,
-    init_weights,
-    llama_config,
-    param_count,
-)
+from tpt.training.model import empty_model, init_buffers
 from tpt.training.optim import make_optimizer, make_scheduler
 from tpt.training.planner import peak_flops
 from tpt.training.preflight import preflight
@@ -147,15 +142,21 @@ def train(
     memory_limit_bytes: int | None = None,
     keep_checkpoints: int = 2,
     log_interval_s: float = 10.0,
+    init_dir: str | Path | None = None,
 ) -> TrainResult | None:
-    """Train (or resume training) a LLaMA on ``shards`` for ``config.token_budget`` tokens, reading sequences in
-    ``order`` (a resolved mixture; by default every sequence once per epoch). ``parallel``: this process's rank in
+    """Train (or resume training) the student (a fresh LLaMA, or ``init_dir``'s model) on ``shards`` for
+    ``config.token_budget`` tokens, reading sequences in ``order`` (a resolved mixture; by default every sequence
+    once per epoch). ``parallel``: this process's rank in
     a data-parallel run; every rank writes its shard of each checkpoint, only the chief writes the results and the
     final model, and only it returns the result.
 
     ``on_step(step, loss, lr, tokens_seen, tokens_per_s)`` runs after each step (and after that step's checkpoint,
     so raising from it stops a run that can resume). Writes ``out_dir/checkpoints/``, ``out_dir/final/`` (HF
     format), ``out_dir/loss_curve.csv`` and ``out_dir/train_result.json``.
+
+    ``init_dir``: the resolved ``config.init`` checkpoint the student starts from (any transformers causal LM): built
+    from its config on the meta device like a fresh model, then filled with its weights instead of ``init_weights``.
+    ``shards.batch`` may return a third array, a per-token loss mask (SFT: assistant tokens only).
     """
     started = time.monotonic()
     out_dir, cuda = Path(out_dir), device.startswith("cuda")
@@ -174,24 +175,26 @@ def train(
         strategy=parallel.strategy if parallel is not None else "ddp",
         device=device,
         memory_limit_bytes=memory_limit_bytes,
+        init_dir=init_dir,
     )
     total_steps, per_step, order, meta = plan.total_steps, plan.per_step, plan.order, plan.meta
     ckpt_root = out_dir / "checkpoints"
     if chief:
         remove_partial(ckpt_root)
-    vocab = shards.vocab_size
-    n_params, fpt = param_count(config.model, vocab), flops_per_token(config.model, vocab, config.seq_len)
+    student = plan.student
+    n_params, fpt = student.n_params, student.flops_per_token
     log(
         f"model: {n_params / 1e6:.2f}M params, {fpt / 1e6:.2f} MFLOPs/token, ~{plan.estimate.total / 2**30:.2f} GiB"
         f"{f' per rank (FSDP over {world})' if sharded else ''}"
         f"{', activation checkpointing' if config.activation_checkpointing else ''}; "
         f"{total_steps} steps x {per_step} sequences of {config.seq_len}, "
         f"{order.epochs(total_steps * per_step):.2f} epoch(s) over {len(shards)} sequences on {device}"
+        f"{f', from {student.init_dir}' if student.init_dir else ''}"
     )
 
     with _deterministic(device):
         torch.manual_seed(config.seed)
-        lm = empty_model(llama_config(config.model, vocab, config.seq_len, plan.special))
+        lm = empty_model(student.hf_config)
         if config.activation_checkpointing:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         net: torch.nn.Module = CausalLMLoss(lm, config.loss_chunk_tokens)
@@ -201,8 +204,8 @@ def train(
             net.to_empty(device=device)
             lm.tie_weights()  # to_empty gave the tied LM head a tensor of its own
         init_buffers(lm)
-        if meta is None:
-            init_weights(lm, config.seed)
+        if meta is None:  # a resumed run loads its own checkpoint below
+            student.initialise(lm, config.seed)
         optimizer = make_optimizer(lm, config, device)
         scheduler = make_scheduler(optimizer, config, total_steps)
         checkpointer = Checkpointer(ckpt_root, keep=keep_checkpoints, async_save=config.async_checkpoint)
@@ -226,9 +229,10 @@ def train(
             indices = order.indices(step * per_step, per_step)
             if parallel is not None:
                 indices = indices[parallel.rank :: parallel.world_size]
-            tokens, lengths = shards.batch(indices)
+            tokens, lengths, *loss_mask = shards.batch(indices)
             lr = optimizer.param_groups[0]["lr"]
-            loss, grad_norm = _train_step(net, lm, tokens, lengths, config, device, autocast, parallel)
+            mask = loss_mask[0] if loss_mask else None
+            loss, grad_norm = _train_step(net, lm, tokens, lengths, config, device, autocast, parallel, mask)
             optimizer.step()
             scheduler.step()
             done, session_tokens = step + 1, session_tokens + config.batch_tokens
@@ -308,15 +312,20 @@ def _train_step(
     device: str,
     autocast: Any,
     parallel: DataParallel | None = None,
+    loss_mask: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Gradients of the batch loss (the caller takes the optimizer step); returns (loss, grad norm before clipping).
 
     Distributed, ``tokens`` is this rank's share of the batch: the loss is normalised by the targets of the whole
     batch and gradients and loss are summed over ranks, which is the full batch's gradient and loss. Gradients are
     reduced once, on the last micro-batch (DDP's bucketed all-reduce overlapping the backward, or FSDP's
-    reduce-scatter into each rank's shard); the norm that clipping uses is over the whole gradient."""
+    reduce-scatter into each rank's shard); the norm that clipping uses is over the whole gradient.
+    ``loss_mask`` (sequences x tokens, bool): only the tokens it marks are targets (through the chunked loss too)."""
     lm.zero_grad(set_to_none=True)
-    n_targets = torch.tensor(int(np.clip(lengths - 1, 0, None).sum()), device=device)
+    real_targets = np.arange(tokens.shape[1] - 1)[None, :] < lengths[:, None] - 1
+    if loss_mask is not None:
+        real_targets &= loss_mask[:, 1:]
+    n_targets = torch.tensor(int(real_targets.sum()), device=device)
     if parallel is not None:
         torch.distributed.all_reduce(n_targets)
     n_targets = max(int(n_targets), 1)
@@ -328,6 +337,8 @@ def _train_step(
         inputs, targets = x[:, :-1], x[:, 1:].clone()
         position = torch.arange(targets.shape[1], device=device)
         targets[position[None, :] >= real[:, None] - 1] = IGNORE  # target j is token j + 1: real if j + 1 < length
+        if loss_mask is not None:
+            targets[~torch.from_numpy(loss_mask[lo : lo + config.micro_batch_size, 1:]).to(device)] = IGNORE
         with gradient_sync(net, last=lo == starts[-1]):
             with autocast:
                 loss = net(inputs, targets)

@@ -21,10 +21,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tpt.config import ModelShape, TrainingConfig
 from tpt.errors import InputError
 from tpt.training.model import layer_params, param_count
+
+if TYPE_CHECKING:
+    from tpt.training.init import Student
 
 
 class ModelTooLargeError(InputError, MemoryError):
@@ -56,6 +60,7 @@ def memory_estimate(
     activation_checkpointing: bool = False,
     loss_chunk_tokens: int | None = None,
     accumulates: bool = False,
+    n_params: int | None = None,
 ) -> MemoryEstimate:
     """Bytes to train one micro-batch on one device: fp32 weights and gradients (4 + 4 per parameter) and AdamW's
     two fp32 moments (8), divided over ``shards`` FSDP ranks, plus activations in the compute dtype
@@ -65,9 +70,10 @@ def memory_estimate(
     the whole forward and backward) and of two decoder layers (the one computed and the one prefetched), and their
     unsharded gradients; when it ``accumulates`` (more than one micro-batch a step, gradients reduce-scattered only
     on the last) the unsharded gradients of the whole model until then. Activations are not sharded: each rank runs
-    whole micro-batches.
+    whole micro-batches. ``n_params``: the exact count of a loaded checkpoint (biases etc.; the shape's count is
+    LLaMA's).
     """
-    n, per_layer_params = param_count(shape, vocab_size), layer_params(shape)
+    n, per_layer_params = n_params or param_count(shape, vocab_size), layer_params(shape)
     h, f, a, b = shape.hidden_size, shape.intermediate_size, shape.num_heads, activation_bytes
     kv = shape.num_kv_heads * (h // a)
     tokens = micro_batch_size * (seq_len - 1)
@@ -98,15 +104,24 @@ def memory_estimate(
 
 
 def training_memory(
-    config: TrainingConfig, vocab_size: int, *, device: str = "cpu", world_size: int = 1, strategy: str = "ddp"
+    config: TrainingConfig,
+    vocab_size: int,
+    *,
+    device: str = "cpu",
+    world_size: int = 1,
+    strategy: str = "ddp",
+    student: Student | None = None,
 ) -> MemoryEstimate:
     """The estimate for ``config`` as the loop runs it: bf16 activations on CUDA, fp32 on CPU; FSDP over
-    ``world_size`` ranks when ``strategy`` is ``fsdp``."""
+    ``world_size`` ranks when ``strategy`` is ``fsdp``. ``student``: the model's shape, embedding rows and exact
+    parameter count from a loaded checkpoint's config (a fresh model's come from ``config.model``)."""
     sharded = strategy == "fsdp" and world_size > 1
     per_rank = config.batch_tokens // config.seq_len // world_size
+    if student is None and config.model is None:
+        raise ValueError("training.init's memory is estimated from its loaded config: pass the student")
     return memory_estimate(
-        config.model,
-        vocab_size,
+        student.shape if student else config.model,
+        student.vocab_rows if student else vocab_size,
         config.seq_len,
         config.micro_batch_size,
         activation_bytes=2 if device.startswith("cuda") else 4,
@@ -114,6 +129,7 @@ def training_memory(
         activation_checkpointing=config.activation_checkpointing,
         loss_chunk_tokens=config.loss_chunk_tokens,
         accumulates=per_rank > config.micro_batch_size,
+        n_params=student.n_params if student else None,
     )
 
 

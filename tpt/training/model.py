@@ -44,13 +44,14 @@ def llama_config(shape: ModelShape, vocab_size: int, seq_len: int, tokens: Speci
 
 
 def empty_model(config: Any) -> Any:
-    """A ``LlamaForCausalLM`` on the meta device: shapes only, no memory, so FSDP can shard it before any rank
-    allocates the whole model."""
+    """The fp32 causal LM of ``config`` on the meta device (``LlamaForCausalLM`` for ``llama_config``; any
+    architecture transformers knows for a checkpoint's config): shapes only, no memory, so FSDP can shard it before
+    any rank allocates the whole model."""
     import torch
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        return LlamaForCausalLM(config)
+    with torch.device("meta"):  # fp32 whatever the config's dtype: these are the loop's master weights
+        return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
 def build_model(config: Any, *, seed: int = 0, device: str = "cpu") -> Any:

@@ -73,6 +73,8 @@ def gpu_hours_to_flops(hours: float, gpu: str, mfu: float) -> float:
 
 
 def assess(training: TrainingConfig, vocab_size: int) -> ConfigAssessment:
+    if training.model is None:
+        raise PlanError("plan assesses a fresh model's shape; this experiment continues training.init's checkpoint")
     parameters = param_count(training.model, vocab_size)
     flops = float(flops_per_token(training.model, vocab_size, training.seq_len)) * training.token_budget
     optimal = compute_optimal(flops)

@@ -12,6 +12,7 @@ from tpt.errors import InputError
 from tpt.tokenization.tokenizer import load_tokenizer, special_ids
 from tpt.training.checkpoint import checkpoint_dirs, read_meta, training_fingerprint, verify
 from tpt.training.data import DataOrder, SequenceOrder, TokenSequences
+from tpt.training.init import Student, make_student
 from tpt.training.memory import MemoryEstimate, check_fits, training_memory
 from tpt.training.model import SpecialTokens
 from tpt.versioning import content_hash
@@ -34,6 +35,7 @@ class Preflight:
     meta: dict[str, Any] | None
     estimate: MemoryEstimate
     special: SpecialTokens
+    student: Student
 
 
 def preflight(
@@ -49,13 +51,15 @@ def preflight(
     memory_limit_bytes: int | None = None,
     check_memory: bool = True,
     verify_checkpoint: bool = False,
+    init_dir: str | Path | None = None,
 ) -> Preflight:
     """Every check that can refuse a run, with a one-line error, before any compute: shards vs config and
     tokenizer, the data order against the budget, the batch against the world size, the newest checkpoint
     against config and data (one written under another world size or strategy is accepted: it reshards; with
     ``verify_checkpoint`` also every file's checksum, which loading checks anyway), and the memory estimate against
     ``memory_limit_bytes`` (default: what ``device`` has free). The Ray launcher runs it in the driver too, so bad
-    input fails once instead of being retried by the failure policy."""
+    input fails once instead of being retried by the failure policy. ``init_dir``: the resolved ``config.init``
+    checkpoint, refused here when it is not a causal LM or cannot embed the tokenizer's ids."""
     if shards.seq_len != config.seq_len:
         raise TrainingInputError(
             f"token shards are packed at seq_len {shards.seq_len}, the config trains at {config.seq_len}"
@@ -85,7 +89,11 @@ def preflight(
     meta = read_meta(existing[-1], fingerprint, data_fingerprint) if existing else None
     if meta is not None and verify_checkpoint:
         verify(existing[-1], meta)
-    estimate = training_memory(config, shards.vocab_size, device=device, world_size=world_size, strategy=strategy)
+    special = SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id)
+    student = make_student(config, shards.vocab_size, special, init_dir=init_dir)
+    estimate = training_memory(
+        config, shards.vocab_size, device=device, world_size=world_size, strategy=strategy, student=student
+    )
     if check_memory:
         check_fits(estimate, device, memory_limit_bytes, checkpointing=config.activation_checkpointing)
     return Preflight(
@@ -97,5 +105,6 @@ def preflight(
         resume_from=existing[-1] if existing else None,
         meta=meta,
         estimate=estimate,
-        special=SpecialTokens(eos_id=ids.eos_id, pad_id=ids.pad_id, bos_id=ids.bos_id),
+        special=special,
+        student=student,
     )

@@ -46,11 +46,13 @@ def train_on_ray(
     memory_limit_bytes: int | None = None,
     max_failures: int = 3,
     on_step: StepCallback | None = None,
+    init_dir: Path | None = None,
 ) -> None:
     """Run ``tpt.training.train`` on ``workers`` Ray Train workers; results land in ``out_dir`` as usual.
     ``memory_limit_bytes``: per worker (default: what its device has free); under FSDP a worker needs its share.
     ``max_failures``: worker-group restarts (each resuming from the last checkpoint) before the run fails.
-    ``on_step``: a picklable callable that every worker runs after each step, as ``train``'s ``on_step``."""
+    ``on_step``: a picklable callable that every worker runs after each step, as ``train``'s ``on_step``.
+    ``init_dir``: the checkpoint the student starts from (``train``'s), a path every worker can read."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -66,6 +68,7 @@ def train_on_ray(
         memory_limit_bytes=memory_limit_bytes,
         check_memory=memory_limit_bytes is not None,  # the workers' devices are not this process's
         verify_checkpoint=True,
+        init_dir=init_dir,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = out_dir / LOG_FILE
@@ -84,6 +87,7 @@ def train_on_ray(
             "device": device,
             "memory_limit_bytes": memory_limit_bytes,
             "on_step": on_step,
+            "init_dir": str(init_dir) if init_dir else None,
         },
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -130,6 +134,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
             log=lambda line: print(line, file=fh),
             memory_limit_bytes=cfg["memory_limit_bytes"],
             on_step=cfg["on_step"],
+            init_dir=cfg["init_dir"],
         )
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tpt.config import ModelShape, TrainingConfig
+from tpt.config import ModelShape, ModelSource, TrainingConfig
 from tpt.training.model import param_count
 from tpt.training.planner import PlanError, assess, compute_optimal, gpu_hours_to_flops, thinking_split
 
@@ -49,3 +49,9 @@ def test_bad_budgets_fail_in_one_line(call, message):
     with pytest.raises(PlanError, match=message) as err:
         call()
     assert "\n" not in str(err.value)
+
+
+def test_a_student_from_a_checkpoint_is_refused_in_one_line():
+    init = TrainingConfig(init=ModelSource(kind="local", name="/m"), seq_len=8, batch_tokens=8, token_budget=8)
+    with pytest.raises(PlanError, match="continues training.init's checkpoint"):
+        assess(init, 1000)
