@@ -155,7 +155,7 @@ def _pending_documents(unit: pa.Table, out_dir: str, generation: GenerationConfi
     """One shard file's documents not yet finished, read READ_ROWS at a time, with their shard and request key (the
     engine's input)."""
     [(shard, path)] = zip(unit["shard"].to_pylist(), unit["path"].to_pylist(), strict=True)
-    done = shard_ids(Path(out_dir) / shard)
+    done = read_trajectories(Path(out_dir) / shard, ["doc_id"])  # the driver cleared stale temp files before
     finished = done["doc_id"].combine_chunks() if done is not None else None
     for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "source", "text"]):
         docs = pa.Table.from_batches([batch])
