@@ -2,6 +2,7 @@
 checkpoint on one benchmark, so a new benchmark or a new checkpoint computes only its own cells."""
 
 from assets.stage import StageResult, StageRun, markdown_table, ui_link
+from tpt.catalog.schema import TABLES
 from tpt.config import Experiment
 from tpt.evaluation.runner import EvaluationRun, run_benchmarks
 from tpt.stages import Instance, Output, Outputs, Read, Stage
@@ -20,9 +21,9 @@ def benchmark_scores(run: StageRun) -> StageResult:
     return scores_of(run, "checkpoint")
 
 
-def scores_of(run: StageRun, checkpoint_stage: str, *, chat: bool = False, rows: bool = True) -> StageResult:
+def scores_of(run: StageRun, checkpoint_stage: str, *, chat: bool = False, tables: str = "") -> StageResult:
     """One cell of ``checkpoint_stage``'s scores; ``chat``: prompts through the model's chat template (SFT);
-    ``rows``: the catalog's score and sample rows (its tables are keyed by the pretrained scores' version)."""
+    ``tables``: the prefix of the catalog tables its rows go to (``sft_``: ``sft_scores``, ``sft_eval_samples``)."""
     out, benchmark, checkpoint = run.output, run.instance.benchmark, run.input(checkpoint_stage)
     evaluation, evaluator = run.experiment.evaluation, run.resources.evaluator
     finished = EvaluationRun.load(out.path)
@@ -49,7 +50,8 @@ def scores_of(run: StageRun, checkpoint_stage: str, *, chat: bool = False, rows:
         reused = True
     result = finished.benchmarks[benchmark]
     gold = result.gold
-    key = {"experiment": run.experiment.name, "variant": run.instance.variant, "benchmark_scores_version": out.version}
+    score_table, sample_table = f"{tables}scores", f"{tables}eval_samples"
+    key = {"experiment": run.experiment.name, "variant": run.instance.variant, TABLES[score_table].version: out.version}
     key |= {"benchmark": benchmark}
     scores = [
         key
@@ -109,10 +111,11 @@ def scores_of(run: StageRun, checkpoint_stage: str, *, chat: bool = False, rows:
         for o, depth in upstream_outputs(run.outputs, out)
     ]
     command = f"tpt lineage {run.experiment.name} --variant {run.instance.variant} --scale {run.instance.scale} "
+    command += "--sft " if tables else ""
     return StageResult(
         reused,
         figures,
-        rows={"scores": scores, "eval_samples": samples} if rows else {},
+        rows={score_table: scores, sample_table: samples},
         content_version=content_hash(
             "scores",
             {m: (v.value, v.stderr) for m, v in result.metrics.items()},

@@ -2,10 +2,13 @@
 experiment matrix, in the Dagster process or on Ray Train; resumes from its last checkpoint; final model in Hugging
 Face format."""
 
+from pathlib import Path
+
 from assets.mixture import packed_shards
 from assets.stage import StageResult, StageRun, png_markdown
 from resources.ray_cluster import RayAsk
-from tpt.config import Experiment
+from tpt.catalog.schema import TABLES
+from tpt.config import Experiment, TrainingConfig
 from tpt.errors import InputError
 from tpt.models import resolve_model
 from tpt.plots import line_plot
@@ -13,7 +16,7 @@ from tpt.stages import Instance, Read, Stage
 from tpt.tokenization.mixture import ResolvedMixture
 from tpt.training import TrainResult, train
 from tpt.training.planner import compute_optimal
-from tpt.training.ray_launch import train_on_ray
+from tpt.training.ray_launch import Data, opener, train_on_ray
 from tpt.versioning import folder_digest, versioned_fields
 
 
@@ -29,52 +32,55 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 
 
 def checkpoint(run: StageRun) -> StageResult:
-    out, training, trainer = run.output, run.experiment.training_for(run.instance.scale), run.resources.trainer
+    out, training = run.output, run.experiment.training_for(run.instance.scale)
     result = TrainResult.load(out.path)
     reused = result is not None
     if result is None:
-        _train(run, training, trainer)
+        _train(run, training)
         result = TrainResult.load(out.path)
     curve = result.read_curve()
-    fixed = {"experiment": run.experiment.name, "variant": run.instance.variant, "checkpoint_version": out.version}
-    rows = {
-        "checkpoints": [fixed | {"scale": run.instance.scale} | _catalog_row(result)],
-        "loss_curve": [
-            fixed | {"step": int(r["step"]), "loss": r["loss"], "lr": r["lr"], "tokens_seen": int(r["tokens_seen"])}
-            for r in curve
-        ],
-    }
-    plot = line_plot(
-        {run.instance.variant: ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])},
-        title=f"{run.experiment.name} {run.instance.label}: training loss",
-        xlabel="tokens",
-        ylabel="loss",
-    )
     return StageResult(
         reused,
         _figures(run.instance, result, curve),
-        rows,
+        training_rows(run, result, curve),
         content_version=folder_digest(result.final_model, out.path / "final.sha256"),
-        extra_metadata={"loss_curve": png_markdown(plot, "loss curve")},
+        extra_metadata=loss_plot(run, curve, "training"),
     )
 
 
-def _train(run: StageRun, training, trainer) -> None:
-    """In the Dagster process or on Ray Train, resuming from the last checkpoint in the output folder."""
+def _train(run: StageRun, training: TrainingConfig) -> None:
     mixture_dir = run.input("data_mixture").path
-    mixture = ResolvedMixture.finished(mixture_dir)
-    if mixture is None:
+    if not ResolvedMixture.exists(mixture_dir):
         raise MixtureMissingError(f"no resolved mixture for {run.instance.label}; materialize data_mixture first")
-    shards = packed_shards(run.outputs, run.instance.variant)
-    tokenizer_dir, device = resolve_model(run.experiment.tokenizer, weights=False), trainer.resolved_device()
-    common = {"tokenizer_dir": tokenizer_dir, "device": device, "log": run.log}
-    common["memory_limit_bytes"] = trainer.memory_limit_bytes
-    common["init_dir"] = resolve_model(training.init) if training.init else None
+    launch_training(
+        run,
+        training,
+        packed_shards(run.outputs, run.instance.variant).paths,
+        tokenizer_dir=resolve_model(run.experiment.tokenizer, weights=False),
+        init_dir=resolve_model(training.init) if training.init else None,
+        mixture_dir=mixture_dir,
+    )
+
+
+def launch_training(
+    run: StageRun,
+    training: TrainingConfig,
+    data: Data,
+    *,
+    tokenizer_dir: Path,
+    init_dir: Path | None,
+    mixture_dir: Path | None = None,
+) -> None:
+    """The trainer's launcher: in the Dagster process or on Ray Train, resuming from the last checkpoint in the
+    output folder either way (pretraining and SFT alike)."""
+    trainer = run.resources.trainer
+    common = {"tokenizer_dir": tokenizer_dir, "init_dir": init_dir, "device": trainer.resolved_device()}
+    common |= {"log": run.log, "memory_limit_bytes": trainer.memory_limit_bytes}
     if trainer.launcher == "ray":
         run.resources.ray_cluster.ensure(RayAsk.for_trainer(trainer))
         train_on_ray(
             training,
-            shards.paths,
+            data,
             run.output.path,
             mixture_dir=mixture_dir,
             workers=trainer.workers,
@@ -84,7 +90,31 @@ def _train(run: StageRun, training, trainer) -> None:
             **common,
         )
     else:
-        train(training, shards, run.output.path, order=mixture, **common)
+        order = ResolvedMixture.load(mixture_dir) if mixture_dir else None
+        train(training, opener(data)(), run.output.path, order=order, **common)
+
+
+def training_rows(run: StageRun, result: TrainResult, curve: list[dict], prefix: str = "") -> dict[str, list[dict]]:
+    """The catalog's rows of one trained model: ``checkpoints`` and ``loss_curve`` (``sft_`` ones for SFT)."""
+    version_column = TABLES[f"{prefix}checkpoints"].version
+    fixed = {"experiment": run.experiment.name, "variant": run.instance.variant, version_column: run.output.version}
+    return {
+        f"{prefix}checkpoints": [fixed | {"scale": run.instance.scale} | _catalog_row(result)],
+        f"{prefix}loss_curve": [
+            fixed | {"step": int(r["step"]), "loss": r["loss"], "lr": r["lr"], "tokens_seen": int(r["tokens_seen"])}
+            for r in curve
+        ],
+    }
+
+
+def loss_plot(run: StageRun, curve: list[dict], what: str) -> dict:
+    plot = line_plot(
+        {run.instance.variant: ([r["tokens_seen"] for r in curve], [r["loss"] for r in curve])},
+        title=f"{run.experiment.name} {run.instance.label}: {what} loss",
+        xlabel="tokens",
+        ylabel="loss",
+    )
+    return {"loss_curve": png_markdown(plot, "loss curve")}
 
 
 def _catalog_row(result: TrainResult) -> dict:

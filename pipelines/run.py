@@ -184,8 +184,9 @@ def estimate(defs: dg.Definitions, experiment: Experiment, instance: dg.DagsterI
     )
 
 
-def lineage(experiment: Experiment, variant: str, benchmark: str, scale: str | None = None) -> dict:
-    """The inputs behind one score of the current config, from the catalog of the default resources."""
+def lineage(experiment: Experiment, variant: str, benchmark: str, scale: str | None = None, sft: bool = False) -> dict:
+    """The inputs behind one score of the current config (``sft``: of the SFT model), from the catalog of the
+    default resources."""
     scale = scale or experiment.scale_names[0]
     if scale not in experiment.scale_names:
         raise ConfigError(f"scale {scale!r} is not one of {experiment.scale_names}")
@@ -195,11 +196,14 @@ def lineage(experiment: Experiment, variant: str, benchmark: str, scale: str | N
         raise ConfigError(f"benchmark {benchmark!r} is not one of {list(experiment.evaluation.benchmarks)}")
     resources = default_resources()
     outputs = outputs_for(experiment, resources["storage"].root, settings_of(resources))
-    version = outputs.of("benchmark_scores", variant, scale, benchmark).version
-    found = resources["catalog"].open().score_inputs(experiment.name, variant, benchmark, version)
+    if sft and experiment.sft is None:
+        raise ConfigError(f"experiment {experiment.name} has no sft section, so no SFT scores")
+    stage, tables = ("sft_benchmark_scores", "sft_") if sft else ("benchmark_scores", "")
+    version = outputs.of(stage, variant, scale, benchmark).version
+    found = resources["catalog"].open().score_inputs(experiment.name, variant, benchmark, version, tables)
     if not found["scores"]:
         raise ConfigError(f"no score of {variant} {scale} on {benchmark} at version {version}; run the benchmarks")
-    cell = {"variant": variant, "scale": scale, "benchmark": benchmark, "version": version}
+    cell = {"variant": variant, "scale": scale, "benchmark": benchmark, "stage": stage, "version": version}
     return {"experiment": experiment.name} | cell | found
 
 
@@ -234,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="tpt", help="lineage: the variant whose score to trace")
     parser.add_argument("--benchmark", default="gsm8k", help="lineage: the benchmark whose score to trace")
     parser.add_argument("--scale", help="lineage: the scale whose score to trace (default: the first)")
+    parser.add_argument("--sft", action="store_true", help="lineage: trace the SFT model's score")
     parser.add_argument("--document", help="lineage: a doc_id; list the scores that used it instead")
     parser.add_argument("--vocab-size", type=int, help="plan: instead of loading the tokenizer")
     parser.add_argument("--gpu-hours", type=float, help="plan: a compute budget to size a model for")
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             found = (
                 document_uses(experiment, args.document)
                 if args.document
-                else lineage(experiment, args.variant, args.benchmark, args.scale)
+                else lineage(experiment, args.variant, args.benchmark, args.scale, args.sft)
             )
             print(json.dumps(found, indent=1, default=str))
             return 0

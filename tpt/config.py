@@ -474,6 +474,11 @@ class Experiment(Strict):
             | {k: v.model_dump() if k == "model" else v for k, v in update.items() if v is not None}
         )
 
+    def sft_for(self, run: str) -> SFTConfig | None:
+        """The SFT config of one training run: with seeds, that run's seed (its data order)."""
+        seed = self.run(run).seed
+        return self.sft if self.sft is None or seed is None else self.sft.model_copy(update={"seed": seed})
+
     def mixture_for(self, run: str) -> MixtureConfig:
         """The mixture with one run's data-order seed."""
         seed = self.run(run).seed

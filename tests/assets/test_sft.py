@@ -58,3 +58,15 @@ def test_mid_training_then_sft_then_chat_scores(tiny_checkpoint, tmp_path):
     assert lineage[:2] == ["sft_checkpoint", "checkpoint"] and {"data_mixture", "token_shards", "corpus"} <= set(
         lineage
     )
+    catalog = resources["catalog"].open()
+    cell = plan.of("sft_benchmark_scores", "vanilla", "base", "gsm8k")
+    inputs = catalog.score_inputs(experiment.name, "vanilla", "gsm8k", cell.version, tables="sft_")
+    cell_result = scores.benchmarks["gsm8k"]
+    assert {r["metric"] for r in inputs["scores"]} == {*cell_result.metrics, *cell_result.gold.metrics}
+    assert len(inputs["samples"]) == 1
+    nearest = inputs["upstream"][0]
+    assert nearest["stage"] == "sft_checkpoint" and nearest["version"] == sft_out.version
+    assert nearest["rows"][0]["steps"] == 1 and nearest["rows"][0]["path"] == str(sft_out.path / "final")
+    assert catalog.score_inputs(experiment.name, "vanilla", "gsm8k", cell.version)["scores"] == []  # not pretrained
+    curve = catalog.query("SELECT step FROM sft_loss_curve WHERE sft_checkpoint_version = ?", [sft_out.version])
+    assert [r["step"] for r in curve] == [1]

@@ -41,8 +41,10 @@ def _stage(name: str) -> str:
 
 # What each upstream stage version stands for, as rows: (stage -> query over (experiment, version)).
 STAGE_ROWS = {
-    _stage("checkpoints"): "SELECT variant, scale, path, tokens_seen, steps, final_loss FROM checkpoints "
-    f"WHERE experiment = ? AND {_v('checkpoints')} = ?",
+    _stage(name): f"SELECT variant, scale, path, tokens_seen, steps, final_loss FROM {name} "
+    f"WHERE experiment = ? AND {_v(name)} = ?"
+    for name in ("checkpoints", "sft_checkpoints")
+} | {
     _stage("mixture"): "SELECT variant, source, weight, selected_sequences, selected_tokens, epochs FROM mixture "
     f"WHERE experiment = ? AND {_v('mixture')} = ? ORDER BY source",
     _stage("token_shards"): "SELECT variant, shard, documents, sequences, real_tokens FROM token_shards "
@@ -193,8 +195,10 @@ class Catalog:
                 [experiment, doc_id],
             ),
             "stages": [{"stage": s, "version": v} for s, v in reached],
-            "checkpoints": self._rows_at("checkpoints", experiment, versions.get(_stage("checkpoints"))),
-            "scores": self._rows_at("scores", experiment, versions.get(_stage("scores"))),
+            **{
+                name: self._rows_at(name, experiment, versions.get(_stage(name)))
+                for name in ("checkpoints", "scores", "sft_checkpoints", "sft_scores")
+            },
         }
 
     def _mixture_takes(self, experiment: str, version: str, sources: set[str]) -> bool:
@@ -224,23 +228,28 @@ class Catalog:
             [experiment, checkpoint_version],
         )
 
-    def score_inputs(self, experiment: str, variant: str, benchmark: str, version: str) -> dict[str, Any]:
+    def score_inputs(
+        self, experiment: str, variant: str, benchmark: str, version: str, tables: str = ""
+    ) -> dict[str, Any]:
         """For one benchmark cell (variant x benchmark at a benchmarks version): its scores, its per-sample records,
         and every stage version behind it with that stage's rows (checkpoint, token shards, generation shards,
-        corpus documents by shard): the inputs behind the score."""
+        corpus documents by shard): the inputs behind the score. ``tables="sft_"``: a cell of an SFT model."""
+        scores, samples = f"{tables}scores", f"{tables}eval_samples"
         cell = [experiment, variant, version, benchmark]
-        where = f"WHERE experiment = ? AND variant = ? AND {_v('scores')} = ? AND benchmark = ?"
+        where = f"WHERE experiment = ? AND variant = ? AND {_v(scores)} = ? AND benchmark = ?"
         upstream, seen = [], set()
-        for found in self.lineage(experiment, _stage("scores"), version):  # nearest first; a stage reached twice once
+        for found in self.lineage(experiment, _stage(scores), version):  # nearest first; a stage reached twice once
             if (found["stage"], found["version"]) in seen:
                 continue
             seen.add((found["stage"], found["version"]))
             sql = STAGE_ROWS.get(found["stage"])
             upstream.append(found | {"rows": self.query(sql, [experiment, found["version"]]) if sql else []})
         return {
-            "scores": self.query(f"SELECT metric, value, stderr, n_samples, primary_metric FROM scores {where}", cell),
+            "scores": self.query(
+                f"SELECT metric, value, stderr, n_samples, primary_metric FROM {scores} {where}", cell
+            ),
             "samples": self.query(
-                f"SELECT doc_index, prompt, generation, extracted, target, correct FROM eval_samples {where} "
+                f"SELECT doc_index, prompt, generation, extracted, target, correct FROM {samples} {where} "
                 "ORDER BY doc_index",
                 cell,
             ),

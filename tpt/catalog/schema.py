@@ -226,6 +226,25 @@ TABLES: dict[str, Table] = {
 }
 
 
+def _written_by(table: Table, stage: str) -> Table:
+    """The same rows written by another stage: its version column named after that stage."""
+    rename = {table.version: f"{stage}_version"}
+    columns = {rename.get(c, c): t for c, t in table.columns.items()}
+    return Table(columns, tuple(rename.get(c, c) for c in table.key), rename[table.version])
+
+
+# SFT's checkpoints and scores: the pretraining tables' rows, under the SFT stages' versions.
+TABLES |= {
+    f"sft_{name}": _written_by(TABLES[name], stage)
+    for name, stage in [
+        ("checkpoints", "sft_checkpoint"),
+        ("loss_curve", "sft_checkpoint"),
+        ("scores", "sft_benchmark_scores"),
+        ("eval_samples", "sft_benchmark_scores"),
+    ]
+}
+
+
 def table(name: str) -> Table:
     if name not in TABLES:
         raise ValueError(f"unknown catalog table {name!r}; tables: {', '.join(TABLES)}")

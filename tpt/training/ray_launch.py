@@ -1,11 +1,11 @@
 """Launching the same training loop data-parallel on a Ray cluster with Ray Train's ``TorchTrainer``.
 
 Every worker initialises its part of the same model from the same seed, reads its share of each step's sequences
-from the shared token shards and mixture order, and sums gradients with the others (gloo on CPUs, NCCL on GPUs),
-either holding the whole model (``strategy="ddp"``) or one shard of it (``"fsdp"``, for models that do not fit one
-device). Every worker writes its shard of each checkpoint (``out_dir`` must be on storage all workers share); rank
-0 writes the loss curve and the final model exactly as a single-process run does, so a run resumes the same way
-however it was launched, on any number of workers.
+from the shared data (token shards and mixture order, or SFT's sequences), and sums gradients with the others
+(gloo on CPUs, NCCL on GPUs), either holding the whole model (``strategy="ddp"``) or one shard of it (``"fsdp"``,
+for models that do not fit one device). Every worker writes its shard of each checkpoint (``out_dir`` must be on
+storage all workers share); rank 0 writes the loss curve and the final model exactly as a single-process run does,
+so a run resumes the same way however it was launched, on any number of workers.
 
 A lost worker (its process killed, its node gone) fails the worker group; Ray Train's ``FailureConfig`` then starts
 a new group, up to ``max_failures`` times within the same ``fit``, and the loop resumes from the last published
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,19 +26,29 @@ from tpt.config import TrainingConfig
 from tpt.errors import InputError
 from tpt.tokenization import PackedShards
 from tpt.tokenization.mixture import ResolvedMixture
+from tpt.training.data import TokenSequences
 from tpt.training.loop import DataParallel, StepCallback, train
 from tpt.training.preflight import preflight
 
 LOG_FILE = "train.log"
 
+Data = Sequence[str | Path] | Callable[[], TokenSequences]
+"""What the workers train on: token shard paths (pretraining), or a picklable callable that opens the sequences
+from storage every worker reads (SFT: ``partial(SFTSequences.load, folder)``)."""
+
+
+def opener(data: Data) -> Callable[[], TokenSequences]:
+    """A picklable callable that opens ``data`` where it is called (the driver, each worker)."""
+    return data if callable(data) else partial(PackedShards, [str(p) for p in data])
+
 
 def train_on_ray(
     config: TrainingConfig,
-    shard_paths: list[Path],
+    data: Data,
     out_dir: Path,
     *,
     tokenizer_dir: Path,
-    mixture_dir: Path | None,
+    mixture_dir: Path | None = None,
     workers: int,
     threads_per_worker: int = 1,
     strategy: Literal["ddp", "fsdp"] = "ddp",
@@ -48,7 +59,7 @@ def train_on_ray(
     on_step: StepCallback | None = None,
     init_dir: Path | None = None,
 ) -> None:
-    """Run ``tpt.training.train`` on ``workers`` Ray Train workers; results land in ``out_dir`` as usual.
+    """Run ``tpt.training.train`` on ``workers`` Ray Train workers on ``data``; results land in ``out_dir`` as usual.
     ``memory_limit_bytes``: per worker (default: what its device has free); under FSDP a worker needs its share.
     ``max_failures``: worker-group restarts (each resuming from the last checkpoint) before the run fails.
     ``on_step``: a picklable callable that every worker runs after each step, as ``train``'s ``on_step``.
@@ -56,9 +67,10 @@ def train_on_ray(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    opens = opener(data)
     preflight(
         config,
-        PackedShards(shard_paths),
+        opens(),
         out_dir,
         tokenizer_dir=tokenizer_dir,
         order=ResolvedMixture.load(mixture_dir) if mixture_dir else None,
@@ -78,7 +90,7 @@ def train_on_ray(
         _worker_loop,
         train_loop_config={
             "config": config.model_dump(mode="json"),
-            "shards": [str(p) for p in shard_paths],
+            "open_data": opens,
             "out_dir": str(out_dir),
             "tokenizer_dir": str(tokenizer_dir),
             "mixture_dir": str(mixture_dir) if mixture_dir else None,
@@ -125,7 +137,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     with open(Path(cfg["out_dir"]) / LOG_FILE, "a", encoding="utf-8", buffering=1) as fh:
         train(
             TrainingConfig.model_validate(cfg["config"]),
-            PackedShards(cfg["shards"]),
+            cfg["open_data"](),
             cfg["out_dir"],
             tokenizer_dir=cfg["tokenizer_dir"],
             order=order,

@@ -1,17 +1,22 @@
 """The distributed path: two Ray Train workers on gloo (DDP) train to the same losses as one process on the same
-batch, and a worker killed mid-run is replaced within the same fit, the run repeating the uninterrupted curve."""
+batch (pretraining and SFT), and a worker killed mid-run is replaced within the same fit, the run repeating the
+uninterrupted curve."""
 
 import os
 import shutil
 import signal
+from functools import partial
 
 import pytest
 import ray
 
 from tests.tpt.training.two_ranks import CONFIG, TEXTS
 from tpt.atomic import read_json
+from tpt.config import ChatWheelFile, ModelSource, SFTConfig
+from tpt.sft import SFTSequences, build_sft_sequences
 from tpt.tokenization import PackedShards, tokenize_and_pack
 from tpt.training import train
+from tpt.training.data import DataOrder
 from tpt.training.ray_launch import LOG_FILE, train_on_ray
 
 pytestmark = pytest.mark.slow
@@ -97,3 +102,21 @@ def test_a_ddp_checkpoint_resumes_in_one_process(tmp_path, ddp_run, shard, token
     one = train(CONFIG, PackedShards([shard]), tmp_path, tokenizer_dir=tokenizer_dir, log=lambda _: None)
     assert one.resumed_from_step == 3 and one.losses[:3] == unbroken["losses"][:3]
     assert max(abs(a - b) for a, b in zip(one.losses, unbroken["losses"], strict=True)) < TOLERANCE
+
+
+def test_sft_on_two_workers_matches_a_single_process_run(tmp_path, local_ray, tokenizer_dir, tiny_checkpoint):
+    """SFT through the same launcher: each worker opens the built SFT rows itself, and the assistant-token loss is
+    normalised over the whole batch's assistant tokens, so two ranks whose shares hold different numbers of
+    assistant tokens still take the single process's steps."""
+    wheel = ChatWheelFile(name="w", wheel="evals", members=("evals/registry/data/math_for_5th-grader/samples.jsonl",))
+    sft = SFTConfig(sources=[wheel], seq_len=256, epochs=0.4, sequences_per_step=4, micro_batch_size=1, lr=1e-3)
+    data, _ = build_sft_sequences(sft, tokenizer_dir, tmp_path / "data")
+    training = sft.training(ModelSource(kind="local", name=str(tiny_checkpoint)), len(data))
+    common = {"tokenizer_dir": tiny_checkpoint, "init_dir": tiny_checkpoint, "log": lambda _: None}
+    single = train(training, data, tmp_path / "single", **common)
+    train_on_ray(training, partial(SFTSequences.load, tmp_path / "data"), tmp_path / "ray", workers=2, **common)
+    distributed = read_json(tmp_path / "ray" / "train_result.json")["losses"]
+    shares = [data.batch(DataOrder(len(data), training.seed).indices(0, 4)[r::2])[2].sum() for r in (0, 1)]
+    assert shares[0] != shares[1]  # the ranks' shares of the first step differ in assistant tokens
+    assert len(distributed) == len(single.losses) == 2
+    assert max(abs(a - b) for a, b in zip(distributed, single.losses, strict=True)) < TOLERANCE
