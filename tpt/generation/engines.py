@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Literal, Protocol
 
@@ -37,7 +38,7 @@ class EngineSpec:
     max_model_len: int | None = None
     enforce_eager: bool | None = None  # vLLM: None compiles on GPUs and skips compilation on CPUs (minutes there)
     memory_fraction: float | None = None  # vLLM: share of device memory (of host memory on CPU) for weights + KV
-    max_num_seqs: int | None = None  # vLLM: sequences one replica runs at once (None: vLLM's default for the device)
+    max_num_seqs: int | None = None  # sequences one engine runs at once (None: vLLM's default; transformers: a call's)
     standin_gate: str | None = None  # stand-in engine only: a folder of tickets, one taken per batch (see standin.py)
 
 
@@ -54,8 +55,9 @@ def engine_version(engine: str) -> str:
             except PackageNotFoundError:
                 continue
         return "vllm-not-installed"
-    # -r2: each request samples from its own seed (r1 seeded the batch), so earlier cached samples are not the same
-    return f"transformers-{version('transformers')}-r2"
+    # -r2: each request samples from its own seed (r1 seeded the batch), so earlier cached samples are not the same;
+    # -r3: the refill decoder (other batch shapes, so other float rounding than model.generate's)
+    return f"transformers-{version('transformers')}-r3"
 
 
 class ThinkingEngine(Protocol):
@@ -103,13 +105,17 @@ def make_engine(spec: EngineSpec) -> ThinkingEngine:
 
 
 class TransformersEngine:
-    """Batched ``model.generate`` with left padding; the stop marker is handled by ``stop_strings``."""
+    """Continuous batching over the model's forward (``refill.RefillDecoder``): up to ``spec.max_num_seqs`` rows
+    decode at once (default: every prompt of the call) and a finished row's place goes to the next prompt. Models
+    whose cache the decoder cannot merge (sliding-window, hybrid) use batched ``model.generate`` instead."""
 
     def __init__(self, spec: EngineSpec):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.threads = spec.torch_threads
+        from tpt.generation.refill import RefillDecoder, supports
+
+        self.threads, self.rows = spec.torch_threads, spec.max_num_seqs
         self.device = device = resolve_device(spec.device)
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model)
         self.tokenizer.padding_side = "left"
@@ -118,41 +124,98 @@ class TransformersEngine:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype).to(device).eval()
         self._torch = torch
+        ends = {self.tokenizer.pad_token_id, *self._eos_ids()}
+        decode = partial(self.tokenizer.decode, skip_special_tokens=True)
+        self.decoder = RefillDecoder(self.model, self.tokenizer.pad_token_id, ends, decode, device)
+        self.refills = supports(self.model)
+        self._loop = None  # the decode loop of generate_async, started on its first call
 
     @property
     def version(self) -> str:
         return engine_version("transformers")
 
-    def generate(self, prompts: list[str], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
+    def generate(
+        self,
+        prompts: list[str],
+        sampling: SamplingConfig,
+        seeds: list[int],
+        forced_lengths: list[int] | None = None,
+    ) -> list[Completion]:
+        """``forced_lengths`` (benchmarks only): exactly this many new tokens per prompt, stops ignored."""
         torch = self._torch
         if self.threads:  # per call: Ray Data runs the UDF on a thread of its own, and thread counts are per thread
             torch.set_num_threads(self.threads)
+        ids, requests = self._requests(prompts, sampling, seeds, forced_lengths)
+        with torch.inference_mode():
+            if self.refills:
+                new_tokens = [d.tokens for d in self.decoder.run(requests, self.rows or len(prompts))]
+            else:
+                new_tokens = self._generate(prompts, sampling, seeds, forced_lengths)
+        return self._completions(ids, new_tokens, sampling, forced_lengths is not None)
+
+    async def generate_async(
+        self,
+        prompts: list[str],
+        sampling: SamplingConfig,
+        seeds: list[int],
+        rows: int,
+        forced_lengths: list[int] | None = None,
+    ) -> list[Completion]:
+        """``generate`` for several callers at once: their requests share one decode loop of ``rows`` rows
+        (``spec.max_num_seqs`` wins), so one caller's tail is filled by another's requests. A model the refill
+        decoder cannot serve runs its calls one at a time."""
+        import asyncio
+
+        if not self.refills:  # blocking: the actor's batches take turns
+            return self.generate(prompts, sampling, seeds, forced_lengths)
+        if self._loop is None:
+            from tpt.generation.decode_loop import DecodeLoop
+
+            self._loop = DecodeLoop(self.decoder, self.rows or rows, self.threads)
+        ids, requests = self._requests(prompts, sampling, seeds, forced_lengths)
+        decoded = await asyncio.wrap_future(self._loop.submit(requests))
+        return self._completions(ids, [d.tokens for d in decoded], sampling, forced_lengths is not None)
+
+    def _requests(self, prompts, sampling, seeds, forced_lengths) -> tuple[list[list[int]], list]:
+        from tpt.generation.refill import Request
+
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        limits = forced_lengths or [None] * len(ids)
+        stop = forced_lengths is None
+        return ids, [Request(p, sampling, s, n, stop) for p, s, n in zip(ids, seeds, limits, strict=True)]
+
+    def _completions(
+        self, ids: list[list[int]], new_tokens: list[list[int]], sampling: SamplingConfig, forced: bool
+    ) -> list[Completion]:
+        ends = {self.tokenizer.pad_token_id, *self._eos_ids()}
+        results = []
+        for prompt, tokens in zip(ids, new_tokens, strict=True):
+            stop_at = None if forced else next((i for i, t in enumerate(tokens) if t in ends), None)
+            real = tokens if stop_at is None else tokens[: stop_at + 1]
+            text = self.tokenizer.decode(real, skip_special_tokens=True)
+            hit_stop = not forced and (stop_at is not None or any(s in text for s in sampling.stop))
+            reason: FinishReason = "stop" if hit_stop else "length"
+            results.append(Completion(text, len(prompt), len(real), reason))
+        return results
+
+    def _generate(self, prompts, sampling, seeds, forced_lengths) -> list[list[int]]:
+        """Batched ``model.generate``, every row decoding until the longest ends."""
+        if forced_lengths is not None:
+            raise ValueError("forced lengths need the refill decoder; this model's cache does not support it")
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         # Sampling happens in a per-request seeded processor (greedy then takes its pick), so a document's sample
         # follows its own seed, not its batch mates'.
         sampler = [] if sampling.temperature <= 0 else [seeded_sampler(seeds, sampling, self.device)]
-        with torch.inference_mode():
-            out = self.model.generate(
-                **enc,
-                do_sample=False,
-                logits_processor=sampler,
-                max_new_tokens=sampling.max_thinking_tokens,
-                stop_strings=list(sampling.stop) or None,
-                tokenizer=self.tokenizer,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-        ends = {self.tokenizer.pad_token_id, *self._eos_ids()}
-        results = []
-        for n_prompt, ids in zip(prompt_lens, new_tokens, strict=True):
-            stop_at = next((i for i, t in enumerate(ids) if t in ends), None)
-            real = ids if stop_at is None else ids[: stop_at + 1]
-            text = self.tokenizer.decode(real, skip_special_tokens=True)
-            hit_stop = stop_at is not None or any(s in text for s in sampling.stop)
-            reason: FinishReason = "stop" if hit_stop else "length"
-            results.append(Completion(text, int(n_prompt), len(real), reason))
-        return results
+        out = self.model.generate(
+            **enc,
+            do_sample=False,
+            logits_processor=sampler,
+            max_new_tokens=sampling.max_thinking_tokens,
+            stop_strings=list(sampling.stop) or None,
+            tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return out[:, enc["input_ids"].shape[1] :].tolist()
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -162,7 +225,7 @@ class TransformersEngine:
 
 def seeded_sampler(seeds: list[int], sampling: SamplingConfig, device: str):
     """A logits processor that samples each row with temperature and top-p from its own seeded generator and leaves
-    only that token possible."""
+    only that token possible (``model.generate``'s path; the refill decoder samples the same way itself)."""
     import torch
     from transformers import LogitsProcessor
 

@@ -39,13 +39,12 @@ from tpt.generation import vllm_processor
 from tpt.generation.engines import EngineSpec, engine_version
 from tpt.generation.requests import cached_rows, record_part, request_keys
 from tpt.generation.telemetry import EngineTelemetry, measure
-from tpt.generation.worker import OUTPUT_SCHEMA, ThinkingWorker
+from tpt.generation.worker import FORCED, OUTPUT_SCHEMA, ContinuousThinkingWorker, ThinkingWorker
 from tpt.progress import Progress
 
 SUCCESS = "_SUCCESS.json"
 SUMMARY_COLUMNS = ["finish_reason", "prompt_tokens", "output_tokens"]
 TIMES = ("queued_at", "started_at", "finished_at")
-FORCED = "forced_tokens"  # benchmarks only: a document column that makes vLLM generate exactly that many tokens
 BATCH_RETRIES = 3  # per batch, on a fresh actor, when its actor died: an engine that dies that often is broken
 
 
@@ -336,7 +335,9 @@ def configure_data_context(placement: WorkerPlacement) -> None:
 
 def thinking_stage(source, spec: EngineSpec, generation: GenerationConfig, placement: WorkerPlacement):
     """``source`` (a Ray Dataset of doc_id, source, text, shard, request_key) through the engine pool: ray.data.llm's
-    processor on vLLM, else ``ThinkingWorker`` actors; its batches go through ``trajectory_batch``."""
+    processor on vLLM; on transformers, actors with ``max_concurrent_batches`` batches in flight feeding one decode
+    loop each (``ContinuousThinkingWorker``); else ``ThinkingWorker`` actors. Batches go through
+    ``trajectory_batch``."""
     from ray.data import ActorPoolStrategy
 
     if spec.engine == "vllm":
@@ -345,12 +346,16 @@ def thinking_stage(source, spec: EngineSpec, generation: GenerationConfig, place
         )
         processor.get_stage_by_name("vLLMEngineStage").map_batches_kwargs["max_task_retries"] = BATCH_RETRIES
         return processor(source)
+    in_flight = generation.max_concurrent_batches if spec.engine == "transformers" else 1
     return source.map_batches(
-        ThinkingWorker,
+        ContinuousThinkingWorker if in_flight > 1 else ThinkingWorker,
         fn_constructor_kwargs={"spec": spec, "generation": generation},
         batch_size=generation.batch_size,
         batch_format="numpy",
-        compute=ActorPoolStrategy(size=placement.workers),
+        compute=ActorPoolStrategy(
+            size=placement.workers, **({"max_tasks_in_flight_per_actor": in_flight} if in_flight > 1 else {})
+        ),
+        max_concurrency=in_flight,
         num_cpus=placement.cpus_per_worker,
         num_gpus=placement.gpus_per_worker or None,
         max_restarts=-1,

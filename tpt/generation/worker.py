@@ -8,6 +8,7 @@ that says the engine itself is dead is raised instead: Ray replaces the actor an
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -42,26 +43,34 @@ OUTPUT_SCHEMA = pa.schema(
     ]
 )
 PASSTHROUGH = ("doc_id", "shard", "request_key", "source")
+FORCED = "forced_tokens"  # benchmarks only: a document column that makes the engine generate exactly that many tokens
 OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)
 
 
 class ThinkingWorker:
-    """Callable class for Ray Data ``map_batches``: the engine is built once per actor."""
+    """Callable class for Ray Data ``map_batches``: the engine is built once per actor; one batch at a time."""
 
     def __init__(self, spec: EngineSpec, generation: GenerationConfig, engine: ThinkingEngine | None = None):
         self.engine = engine or make_engine(spec)
         self.generation = generation
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        return asyncio.run(self._process(batch))
+
+    async def _engine_call(self, prompts: list[str], seeds: list[int], forced: list[int] | None) -> list[Completion]:
+        extra = {"forced_lengths": forced} if forced is not None else {}
+        return list(self.engine.generate(prompts, self.generation.sampling, seeds, **extra))
+
+    async def _process(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         started, started_at = time.perf_counter(), time.time()
         doc_ids = [str(d) for d in batch["doc_id"]]
-        texts = [str(t) for t in batch["text"]]
         g = self.generation
-        prompts = [safe_prompt(t, self.engine.tokenizer, g) for t in texts]
+        prompts = [safe_prompt(str(t), self.engine.tokenizer, g) for t in batch["text"]]
         ok = [i for i, p in enumerate(prompts) if isinstance(p, BuiltPrompt)]
         seeds = [request_seed(g.sampling.seed, doc_ids[i]) for i in ok]
+        forced = [int(batch[FORCED][i]) for i in ok] if FORCED in batch else None
         try:
-            generated = self._generate_isolating_failures([prompts[i].text for i in ok], seeds)
+            generated = await self._isolating_failures([prompts[i].text for i in ok], seeds, forced)
         except Exception as exc:
             if type(exc).__name__ in ENGINE_DEAD and _in_ray_actor():
                 os._exit(1)  # a system failure to Ray: it restarts the actor and retries the batch elsewhere
@@ -69,8 +78,25 @@ class ThinkingWorker:
         results: list = list(prompts)  # prompt errors stay; the others are replaced by their generation
         for i, result in zip(ok, generated, strict=True):
             results[i] = result
-        wall = time.perf_counter() - started
-        finished_at = time.time()
+        return self._rows(batch, prompts, results, time.perf_counter() - started, started_at)
+
+    async def _isolating_failures(
+        self, prompts: list[str], seeds: list[int], forced: list[int] | None
+    ) -> list[Completion | str]:
+        try:
+            return await self._engine_call(prompts, seeds, forced)
+        except Exception as exc:
+            if type(exc).__name__ in ENGINE_DEAD:
+                raise
+            if len(prompts) == 1:  # the poison document is recorded, the shard goes on
+                return [_describe(exc)]
+        half = len(prompts) // 2
+        halves = [(prompts[:half], seeds[:half]), (prompts[half:], seeds[half:])]
+        parts = [forced[:half], forced[half:]] if forced is not None else [None, None]
+        return [r for (p, s), f in zip(halves, parts, strict=True) for r in await self._isolating_failures(p, s, f)]
+
+    def _rows(self, batch, prompts: list, results: list, wall: float, started_at: float) -> dict[str, list]:
+        g, finished_at = self.generation, time.time()
         out: dict[str, list] = {name: [str(v) for v in batch[name]] for name in PASSTHROUGH}
         out |= {name: [] for name in OUTPUT_COLUMNS if name not in PASSTHROUGH}
         for prompt, result in zip(prompts, results, strict=True):
@@ -98,18 +124,21 @@ class ThinkingWorker:
                 out["error"].append(result)
         return out
 
-    def _generate_isolating_failures(self, prompts: list[str], seeds: list[int]) -> list[Completion | str]:
-        try:
-            return list(self.engine.generate(prompts, self.generation.sampling, seeds))
-        except Exception as exc:
-            if type(exc).__name__ in ENGINE_DEAD:
-                raise
-            if len(prompts) == 1:  # the poison document is recorded, the shard goes on
-                return [_describe(exc)]
-        half = len(prompts) // 2
-        return self._generate_isolating_failures(prompts[:half], seeds[:half]) + self._generate_isolating_failures(
-            prompts[half:], seeds[half:]
-        )
+
+class ContinuousThinkingWorker(ThinkingWorker):
+    """The transformers engine with several batches in flight on one actor (Ray Data async UDF, actor
+    ``max_concurrency``): every batch's requests join one decode loop, whose rows (``max_num_seqs``, default the
+    batch size) stay full across batch boundaries instead of draining at the end of each batch."""
+
+    def __init__(self, spec: EngineSpec, generation: GenerationConfig, engine: ThinkingEngine | None = None):
+        super().__init__(spec, generation, engine)
+        self.rows = spec.max_num_seqs or generation.batch_size
+
+    async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        return await self._process(batch)
+
+    async def _engine_call(self, prompts: list[str], seeds: list[int], forced: list[int] | None) -> list[Completion]:
+        return await self.engine.generate_async(prompts, self.generation.sampling, seeds, self.rows, forced)
 
 
 def _in_ray_actor() -> bool:

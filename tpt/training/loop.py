@@ -332,13 +332,17 @@ def _train_step(
     total = torch.zeros((), device=device)
     starts = range(0, len(tokens), config.micro_batch_size)
     for lo in starts:
-        x = torch.from_numpy(tokens[lo : lo + config.micro_batch_size]).to(device)
-        real = torch.from_numpy(lengths[lo : lo + config.micro_batch_size]).to(device)
+        hi = lo + config.micro_batch_size
+        # Trailing padding is never a target and no real token attends to it (causal), so each micro-batch is cut
+        # to its longest sequence (dynamic padding: SFT's padded conversations cost their real length, not seq_len).
+        width = max(int(lengths[lo:hi].max()), 2)
+        x = torch.from_numpy(tokens[lo:hi, :width]).to(device)
+        real = torch.from_numpy(lengths[lo:hi]).to(device)
         inputs, targets = x[:, :-1], x[:, 1:].clone()
         position = torch.arange(targets.shape[1], device=device)
         targets[position[None, :] >= real[:, None] - 1] = IGNORE  # target j is token j + 1: real if j + 1 < length
         if loss_mask is not None:
-            targets[~torch.from_numpy(loss_mask[lo : lo + config.micro_batch_size, 1:]).to(device)] = IGNORE
+            targets[~torch.from_numpy(loss_mask[lo:hi, 1:width]).to(device)] = IGNORE
         with gradient_sync(net, last=lo == starts[-1]):
             with autocast:
                 loss = net(inputs, targets)

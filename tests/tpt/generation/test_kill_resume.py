@@ -1,9 +1,12 @@
 """kill -9 in the middle of a shard, then a rerun: no finished trajectory lost, none duplicated.
 
-Deterministic: the stand-in engine takes one ticket per batch from a gate folder, and the test hands out exactly three,
-so three batches (of one document) are on disk when the driver and all of Ray are killed, whatever the machine's load.
+Deterministic on the stand-in engine: it takes one ticket per batch from a gate folder, and the test hands out
+exactly three, so three batches (of one document) are on disk when the driver and all of Ray are killed, whatever
+the machine's load. On the real vLLM path (ray.data.llm's async replica) the kill comes once two batches are on
+disk: what was in flight then is lost and generated again, nothing finished is.
 """
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -38,15 +41,18 @@ from tpt.config import GenerationConfig, PromptConfig, SamplingConfig, ModelSour
 from tpt.generation.engines import EngineSpec
 from tpt.generation.shard_runner import WorkerPlacement, generate_shards
 
-model_dir, out, ray_dir, gate = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
-docs = [f"Fact {i}: the number {i} squared is {i * i}, and its cube is {i**3}." for i in range(8)]
-table = pa.table({"doc_id": [f"d{i}" for i in range(8)], "source": ["web"] * 8, "text": docs})
+engine, model_dir, out, ray_dir, gate = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+n = 8 if engine == "standin" else 16
+docs = [f"Fact {i}: the number {i} squared is {i * i}, and its cube is {i**3}." for i in range(n)]
+table = pa.table({"doc_id": [f"d{i}" for i in range(n)], "source": ["web"] * n, "text": docs})
 generation = GenerationConfig(
-    engine="standin", model=ModelSource(kind="local", name=model_dir), prompt=PromptConfig(version="kill"),
-    sampling=SamplingConfig(max_thinking_tokens=24, seed=5), max_document_tokens=64, batch_size=1)
+    engine=engine, model=ModelSource(kind="local", name=model_dir), prompt=PromptConfig(version="kill"),
+    sampling=SamplingConfig(max_thinking_tokens=24, seed=5), max_document_tokens=64,
+    batch_size=1 if engine == "standin" else 2, max_concurrent_batches=2)
+spec = (EngineSpec("standin", model_dir, standin_gate=gate) if engine == "standin"
+        else EngineSpec("vllm", model_dir, max_model_len=512, max_num_seqs=2))
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=ray_dir)
-generate_shards({"shard-00000": table}, out, EngineSpec("standin", model_dir, standin_gate=gate), generation,
-                WorkerPlacement(), lambda line: print(line, flush=True))
+generate_shards({"shard-00000": table}, out, spec, generation, WorkerPlacement(), lambda line: print(line, flush=True))
 """
 
 
@@ -59,6 +65,19 @@ def _kill_everything(process: subprocess.Popen, ray_dir: str) -> None:
             proc.kill()
 
 
+def _start(args: list[str]) -> tuple[subprocess.Popen, list[bytes]]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(CHILD), *args],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output: list[bytes] = []
+    drain = threading.Thread(target=lambda: output.extend(iter(child.stdout.readline, b"")), daemon=True)
+    drain.start()  # a full pipe would block the child
+    return child, output
+
+
 def test_kill_9_mid_shard_loses_and_duplicates_nothing(tmp_path, smollm2_dir, embedded):
     out = tmp_path / "trajectories"
     shard_dir = out / "shard-00000"
@@ -67,15 +86,7 @@ def test_kill_9_mid_shard_loses_and_duplicates_nothing(tmp_path, smollm2_dir, em
     for i in range(3):
         (gate / f"ticket-{i}").touch()
     ray_dir = tempfile.mkdtemp(prefix="rk", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(CHILD), str(smollm2_dir), str(out), ray_dir, str(gate)],
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    output: list[bytes] = []
-    drain = threading.Thread(target=lambda: output.extend(iter(child.stdout.readline, b"")), daemon=True)
-    drain.start()  # a full pipe would block the child
+    child, output = _start(["standin", str(smollm2_dir), str(out), ray_dir, str(gate)])
     deadline = time.monotonic() + 300
     while len(list(shard_dir.glob("part-*.parquet"))) < 3 or list(gate.glob("ticket-*")):
         assert child.poll() is None, b"".join(output).decode()[-2000:]
@@ -108,4 +119,44 @@ def test_kill_9_mid_shard_loses_and_duplicates_nothing(tmp_path, smollm2_dir, em
     assert summary.finished_before == 3 and summary.generated_this_run == 5
     assert all(r["thinking"] == survivors[r["doc_id"]] for r in final if r["doc_id"] in survivors)
     assert not [p for p in shard_dir.iterdir() if p.name.endswith(".tmp")]  # half-written files were cleared
+    shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+@pytest.mark.must_run("vllm")
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (see test_vllm_engine)")
+def test_kill_9_on_the_vllm_path_loses_only_what_was_in_flight(tmp_path, smollm2_dir, embedded):
+    out, ray_dir = tmp_path / "trajectories", tempfile.mkdtemp(prefix="rv", dir="/tmp")
+    shard_dir = out / "shard-00000"
+    child, output = _start(["vllm", str(smollm2_dir), str(out), ray_dir, ""])
+    deadline = time.monotonic() + 600
+    while len(list(shard_dir.glob("part-*.parquet"))) < 2:
+        assert child.poll() is None, b"".join(output).decode()[-2000:]
+        assert time.monotonic() < deadline, "two batches did not finish in 10 minutes"
+        time.sleep(0.05)
+    _kill_everything(child, ray_dir)
+    survivors = {r["doc_id"]: r["thinking"] for r in read_trajectories(shard_dir).to_pylist()}
+    assert 2 <= len(survivors) < 16, len(survivors)  # the kill came mid-shard
+
+    generation = GenerationConfig(
+        engine="vllm",
+        model=embedded.generation.model,
+        prompt=PromptConfig(version="kill"),
+        sampling=SamplingConfig(max_thinking_tokens=24, seed=5),
+        max_document_tokens=64,
+        batch_size=2,
+        max_concurrent_batches=2,
+    )
+    docs = [f"Fact {i}: the number {i} squared is {i * i}, and its cube is {i**3}." for i in range(16)]
+    table = pa.table({"doc_id": [f"d{i}" for i in range(16)], "source": ["web"] * 16, "text": docs})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        spec = EngineSpec("vllm", str(smollm2_dir), max_model_len=512, max_num_seqs=2)
+        summary = generate_shards({"shard-00000": table}, out, spec, generation, WorkerPlacement(), print)
+    finally:
+        ray.shutdown()
+    final = read_trajectories(shard_dir).to_pylist()
+    assert sorted(r["doc_id"] for r in final) == sorted(f"d{i}" for i in range(16))  # each once
+    assert summary["shard-00000"].finished_before == len(survivors)
+    assert summary["shard-00000"].generated_this_run == 16 - len(survivors)
+    assert all(r["thinking"] == survivors[r["doc_id"]] for r in final if r["doc_id"] in survivors)
     shutil.rmtree(ray_dir, ignore_errors=True)
