@@ -28,8 +28,6 @@ from tpt.generation.shard_runner import WorkerPlacement, generate_shards, read_t
 
 pytestmark = pytest.mark.slow
 
-DOCS = [f"Fact {i}: the number {i} squared is {i * i}, and its cube is {i**3}." for i in range(8)]
-
 CHILD = """
 import sys
 from pathlib import Path
@@ -78,6 +76,27 @@ def _start(args: list[str]) -> tuple[subprocess.Popen, list[bytes]]:
     return child, output
 
 
+def _rerun(spec: EngineSpec, model, out, n: int):
+    """The child's run again, in this process, to the end: its summary and the shard's rows."""
+    generation = GenerationConfig(
+        engine=spec.engine,
+        model=model,
+        prompt=PromptConfig(version="kill"),
+        sampling=SamplingConfig(max_thinking_tokens=24, seed=5),
+        max_document_tokens=64,
+        batch_size=1 if spec.engine == "standin" else 2,
+        max_concurrent_batches=2,
+    )
+    docs = [f"Fact {i}: the number {i} squared is {i * i}, and its cube is {i**3}." for i in range(n)]
+    table = pa.table({"doc_id": [f"d{i}" for i in range(n)], "source": ["web"] * n, "text": docs})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        summary = generate_shards({"shard-00000": table}, out, spec, generation, WorkerPlacement(), print)
+    finally:
+        ray.shutdown()
+    return summary["shard-00000"], read_trajectories(out / "shard-00000").to_pylist()
+
+
 def test_kill_9_mid_shard_loses_and_duplicates_nothing(tmp_path, smollm2_dir, embedded):
     out = tmp_path / "trajectories"
     shard_dir = out / "shard-00000"
@@ -97,23 +116,7 @@ def test_kill_9_mid_shard_loses_and_duplicates_nothing(tmp_path, smollm2_dir, em
     survivors = {r["doc_id"]: r["thinking"] for r in read_trajectories(shard_dir).to_pylist()}
     assert len(survivors) == 3  # exactly the three batches that were let through
 
-    generation = GenerationConfig(
-        engine="standin",
-        model=embedded.generation.model,
-        prompt=PromptConfig(version="kill"),
-        sampling=SamplingConfig(max_thinking_tokens=24, seed=5),
-        max_document_tokens=64,
-        batch_size=1,
-    )
-    table = pa.table({"doc_id": [f"d{i}" for i in range(8)], "source": ["web"] * 8, "text": DOCS})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        summary = generate_shards(
-            {"shard-00000": table}, out, EngineSpec("standin", str(smollm2_dir)), generation, WorkerPlacement(), print
-        )["shard-00000"]
-    finally:
-        ray.shutdown()
-    final = read_trajectories(shard_dir).to_pylist()
+    summary, final = _rerun(EngineSpec("standin", str(smollm2_dir)), embedded.generation.model, out, 8)
     ids = [r["doc_id"] for r in final]
     assert sorted(ids) == [f"d{i}" for i in range(8)]  # every document once: nothing lost, nothing duplicated
     assert summary.finished_before == 3 and summary.generated_this_run == 5
@@ -137,26 +140,9 @@ def test_kill_9_on_the_vllm_path_loses_only_what_was_in_flight(tmp_path, smollm2
     survivors = {r["doc_id"]: r["thinking"] for r in read_trajectories(shard_dir).to_pylist()}
     assert 2 <= len(survivors) < 16, len(survivors)  # the kill came mid-shard
 
-    generation = GenerationConfig(
-        engine="vllm",
-        model=embedded.generation.model,
-        prompt=PromptConfig(version="kill"),
-        sampling=SamplingConfig(max_thinking_tokens=24, seed=5),
-        max_document_tokens=64,
-        batch_size=2,
-        max_concurrent_batches=2,
-    )
-    docs = [f"Fact {i}: the number {i} squared is {i * i}, and its cube is {i**3}." for i in range(16)]
-    table = pa.table({"doc_id": [f"d{i}" for i in range(16)], "source": ["web"] * 16, "text": docs})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        spec = EngineSpec("vllm", str(smollm2_dir), max_model_len=512, max_num_seqs=2)
-        summary = generate_shards({"shard-00000": table}, out, spec, generation, WorkerPlacement(), print)
-    finally:
-        ray.shutdown()
-    final = read_trajectories(shard_dir).to_pylist()
+    spec = EngineSpec("vllm", str(smollm2_dir), max_model_len=512, max_num_seqs=2)
+    summary, final = _rerun(spec, embedded.generation.model, out, 16)
     assert sorted(r["doc_id"] for r in final) == sorted(f"d{i}" for i in range(16))  # each once
-    assert summary["shard-00000"].finished_before == len(survivors)
-    assert summary["shard-00000"].generated_this_run == 16 - len(survivors)
+    assert summary.finished_before == len(survivors) and summary.generated_this_run == 16 - len(survivors)
     assert all(r["thinking"] == survivors[r["doc_id"]] for r in final if r["doc_id"] in survivors)
     shutil.rmtree(ray_dir, ignore_errors=True)
