@@ -24,6 +24,8 @@ class Completion:
     prompt_tokens: int
     output_tokens: int
     finish_reason: FinishReason
+    started_at: float | None = None  # wall clock, where the engine reports when the request ran (else the call's)
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,10 +150,10 @@ class TransformersEngine:
         ids, requests = self._requests(prompts, sampling, seeds, forced_lengths)
         with torch.inference_mode():
             if self.refills:
-                new_tokens = [d.tokens for d in self.decoder.run(requests, self.rows or len(prompts))]
+                decoded = self.decoder.run(requests, self.rows or len(prompts))
             else:
-                new_tokens = self._generate(prompts, sampling, seeds, forced_lengths)
-        return self._completions(ids, new_tokens, sampling, forced_lengths is not None)
+                decoded = self._generate(prompts, sampling, seeds, forced_lengths)
+        return self._completions(ids, decoded, sampling, forced_lengths is not None)
 
     async def generate_async(
         self,
@@ -174,7 +176,7 @@ class TransformersEngine:
             self._loop = DecodeLoop(self.decoder, self.rows or rows, self.threads)
         ids, requests = self._requests(prompts, sampling, seeds, forced_lengths)
         decoded = await asyncio.wrap_future(self._loop.submit(requests))
-        return self._completions(ids, [d.tokens for d in decoded], sampling, forced_lengths is not None)
+        return self._completions(ids, decoded, sampling, forced_lengths is not None)
 
     def _requests(self, prompts, sampling, seeds, forced_lengths) -> tuple[list[list[int]], list]:
         from tpt.generation.refill import Request
@@ -185,17 +187,20 @@ class TransformersEngine:
         return ids, [Request(p, sampling, s, n, stop) for p, s, n in zip(ids, seeds, limits, strict=True)]
 
     def _completions(
-        self, ids: list[list[int]], new_tokens: list[list[int]], sampling: SamplingConfig, forced: bool
+        self, ids: list[list[int]], decoded: list, sampling: SamplingConfig, forced: bool
     ) -> list[Completion]:
+        """``decoded``: the refill decoder's results (with their times), or ``model.generate``'s token lists."""
         ends = {self.tokenizer.pad_token_id, *self._eos_ids()}
         results = []
-        for prompt, tokens in zip(ids, new_tokens, strict=True):
+        for prompt, out in zip(ids, decoded, strict=True):
+            tokens = out if isinstance(out, list) else out.tokens  # model.generate's rows are bare token lists
             stop_at = None if forced else next((i for i, t in enumerate(tokens) if t in ends), None)
             real = tokens if stop_at is None else tokens[: stop_at + 1]
             text = self.tokenizer.decode(real, skip_special_tokens=True)
             hit_stop = not forced and (stop_at is not None or any(s in text for s in sampling.stop))
             reason: FinishReason = "stop" if hit_stop else "length"
-            results.append(Completion(text, len(prompt), len(real), reason))
+            times = {} if isinstance(out, list) else {"started_at": out.started_at, "finished_at": out.finished_at}
+            results.append(Completion(text, len(prompt), len(real), reason, **times))
         return results
 
     def _generate(self, prompts, sampling, seeds, forced_lengths) -> list[list[int]]:

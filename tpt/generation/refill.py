@@ -14,6 +14,7 @@ callers' requests at once (``tpt.generation.decode_loop``); ``run`` is the one-c
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,8 @@ class Request:
 class Decoded:
     tokens: list[int]
     stopped: bool  # ended on an end-of-sequence token or a stop string (else it reached its length)
+    started_at: float  # wall clock: admitted into the batch (its prefill)
+    finished_at: float  # wall clock: left the batch
 
 
 @dataclass
@@ -51,6 +54,7 @@ class _Row:
     generator: torch.Generator | None
     tokens: list[int] = field(default_factory=list)
     stopped: bool = False
+    started_at: float = field(default_factory=time.time)
 
     @property
     def finished(self) -> bool:
@@ -135,7 +139,10 @@ class RefillDecoder:
 
     def _release(self) -> list[tuple[Request, Decoded]]:
         """Finished rows leave the batch (and the cache columns no remaining row uses)."""
-        finished = [(row.request, Decoded(row.tokens, row.stopped)) for row in self.active if row.finished]
+        now = time.time()
+        finished = [
+            (row.request, Decoded(row.tokens, row.stopped, row.started_at, now)) for row in self.active if row.finished
+        ]
         if not finished:
             return []
         keep = [j for j, row in enumerate(self.active) if not row.finished]

@@ -105,9 +105,10 @@ class ThinkingWorker:
             out["document_cut"].append(prompt.cut if isinstance(prompt, BuiltPrompt) else False)
             out["engine"].append(self.engine.version)
             out["batch_wall_s"].append(wall)
+            ran = isinstance(result, Completion) and result.started_at is not None  # the engine's own times
             out["queued_at"].append(started_at)
-            out["started_at"].append(started_at)
-            out["finished_at"].append(finished_at)
+            out["started_at"].append(result.started_at if ran else started_at)
+            out["finished_at"].append(result.finished_at if ran else finished_at)
             if isinstance(result, Completion):
                 thinking, stopped = extract_thinking(result.text, g.sampling.stop)
                 finish = "stop" if stopped else result.finish_reason

@@ -54,6 +54,10 @@ def test_a_finished_row_makes_room_for_the_next_prompt_at_once(tiny_checkpoint):
     got = engine.generate(PROMPTS, GREEDY, [0] * 5, forced_lengths=lengths)
     assert [c.output_tokens for c in got] == lengths and {c.finish_reason for c in got} == {"length"}
     assert len(widths) == 11 and max(widths) == 2
+    # Each completion carries when it entered and left the batch: never more than 2 at once.
+    events = sorted([(c.started_at, 1) for c in got] + [(c.finished_at, -1) for c in got], key=lambda e: (e[0], e[1]))
+    running = [sum(step for _, step in events[: i + 1]) for i in range(len(events))]
+    assert all(c.started_at <= c.finished_at for c in got) and max(running) == 2
 
 
 def test_each_row_samples_from_its_own_seed_whatever_its_mates(engine):
