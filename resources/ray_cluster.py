@@ -1,6 +1,7 @@
 import importlib.metadata
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ PACKAGE_DIR = Path(tpt.__file__).parent
 # A node must import each at the driver's version, or its results would not be the driver's.
 WORKER_LIBRARIES = ("torch", "transformers", "tokenizers", "pyarrow", "numpy", "ray")
 PROBE_TIMEOUT_S = 120.0
+# Joining a reachable cluster can fail transiently: a Ray Client server whose session for this driver fails to start
+# ("Initialization failure from server", seen on a loaded head right after the previous driver left). An address
+# that does not answer fails before, in one line (``_check_reachable``), and is not retried.
+JOIN_TRIES, JOIN_BACKOFF_S = 3, 5.0
 
 
 class RayClusterError(InputError, RuntimeError):
@@ -112,12 +117,17 @@ class RayCluster(dg.ConfigurableResource):
             kwargs["runtime_env"] = {"py_modules": [str(PACKAGE_DIR)]}
         else:
             kwargs["num_cpus"] = self.num_cpus
-        try:
-            ray.init(**kwargs)
-        except Exception as exc:
-            raise RayClusterError(
-                f"could not start or join Ray ({self.address or 'local'}): {_first_line(exc)}"
-            ) from None
+        for attempt in range(1, JOIN_TRIES + 1):
+            try:
+                ray.init(**kwargs)
+                break
+            except Exception as exc:
+                if not self.address or attempt == JOIN_TRIES:
+                    raise RayClusterError(
+                        f"could not start or join Ray ({self.address or 'local'}): {_first_line(exc)}"
+                    ) from None
+                ray.shutdown()
+                time.sleep(JOIN_BACKOFF_S * attempt)
         self._started_here = True
 
     def _where(self) -> str:
