@@ -148,6 +148,7 @@ def upstream_outputs(outputs: Outputs, output: Output) -> list[tuple[Output, int
 
 STAGE = Stage(
     name="benchmark_scores",
+    posix=True,
     revision=2,  # 2: the continuous metric (gold bits per byte)
     own=_own,
     reads=(Read("checkpoint"),),

@@ -7,17 +7,16 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from assets.mixture import training_sequences
 from assets.partitions import corpus_shards, scale_partitions, score_cells, split_cell
-from assets.registry import outputs_for
-from assets.stage import SETTINGS_RESOURCES, asset_key, markdown_table, settings_of
+from assets.stage import SETTINGS_RESOURCES, asset_key, markdown_table, outputs_in
 from tpt.atomic import read_json
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest, read_contamination
 from tpt.evaluation.runner import EvaluationRun
 from tpt.generation.shard_runner import SUCCESS
+from tpt.paths import is_remote, read_schema, read_table
 from tpt.stages import Outputs
 from tpt.tokenization.mixture import ResolvedMixture
 from tpt.tokenization.pack import index_path_for
@@ -46,7 +45,7 @@ def experiment_checks(experiment: Experiment) -> list[dg.AssetChecksDefinition]:
 
 
 def _outputs(experiment: Experiment, context: dg.AssetCheckExecutionContext) -> Outputs:
-    return outputs_for(experiment, context.resources.storage.root, settings_of(context.resources))
+    return outputs_in(experiment, context.resources)
 
 
 def _manifest(outputs: Outputs):
@@ -66,6 +65,8 @@ def _corpus_ids_unique(experiment: Experiment) -> dg.AssetChecksDefinition:
             return dg.AssetCheckResult(passed=False, description="corpus manifest missing")
         paths = [str(corpus.path / f"{s}.parquet") for s in manifest.shard_names]
         with duckdb.connect(config={"memory_limit": ID_CHECK_MEMORY}) as con:  # past it DuckDB spills to disk
+            if is_remote(corpus.path):
+                con.register_filesystem(corpus.path.fs)  # DuckDB reads the object store through fsspec
             documents, unique = con.execute(
                 "SELECT count(*), count(DISTINCT doc_id) FROM read_parquet(?)", [paths]
             ).fetchone()
@@ -116,7 +117,7 @@ def _corpus_decontaminated(experiment: Experiment) -> dg.AssetChecksDefinition:
 
 
 def _ids(path, column: str = "doc_id") -> pa.Array:
-    return pq.read_table(path, columns=[column])[column].combine_chunks()
+    return read_table(path, columns=[column])[column].combine_chunks()
 
 
 def _every_document_has_thinking(experiment: Experiment, variant: str) -> dg.AssetChecksDefinition:
@@ -142,7 +143,7 @@ def _every_document_has_thinking(experiment: Experiment, variant: str) -> dg.Ass
         for shard in shards:
             docs = _ids(corpus / f"{shard}.parquet")
             got = pa.concat_tables(
-                pq.read_table(p, columns=["doc_id", "finish_reason"]) for p in sorted((thinking / shard).glob("part-*"))
+                read_table(p, columns=["doc_id", "finish_reason"]) for p in sorted((thinking / shard).glob("part-*"))
             )
             ids = got["doc_id"]
             rows += len(ids)
@@ -191,7 +192,7 @@ def _augmented_rows_match_corpus(experiment: Experiment, variant: str) -> dg.Ass
         mismatched, missing_columns = [], set()
         for shard in shards:
             path = augmented / f"{shard}.parquet"
-            missing_columns |= AUGMENTED_COLUMNS - set(pq.read_schema(path).names)
+            missing_columns |= AUGMENTED_COLUMNS - set(read_schema(path).names)
             if not _sorted(_ids(path)).equals(_sorted(_ids(corpus / f"{shard}.parquet"))):
                 mismatched.append(shard)
         return dg.AssetCheckResult(

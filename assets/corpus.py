@@ -5,13 +5,13 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from assets.partitions import sync_shard_partitions
 from assets.stage import StageResult, StageRun, markdown_table
 from tpt.config import Experiment
 from tpt.corpus.build import build_corpus, load_manifest, read_contamination
 from tpt.errors import InputError
+from tpt.paths import parquet_file
 from tpt.stages import Instance, Outputs, Read, Stage
 from tpt.versioning import versioned_fields
 
@@ -72,7 +72,7 @@ def _document_rows(experiment: str, version: str, folder, shards: list[str]) -> 
     """One catalog row per new document, built column-wise in Arrow a record batch at a time (the text is only
     measured; nothing per document is held beyond one batch)."""
     for shard in shards:
-        parquet = pq.ParquetFile(folder / f"{shard}.parquet")
+        parquet = parquet_file(folder / f"{shard}.parquet")
         for batch in parquet.iter_batches(batch_size=ROW_BATCH, columns=["doc_id", "source", "text"]):
             n = batch.num_rows
             yield pa.table(

@@ -14,11 +14,11 @@ vanilla does not), and only separate assets let Dagster show a changed prompt as
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tpt.config import Experiment
 from tpt.corpus.build import load_manifest
 from tpt.errors import InputError
+from tpt.paths import read_metadata
 from tpt.stages import Outputs
 
 
@@ -92,7 +92,7 @@ def check_shards(outputs: Outputs, shards: list[str]) -> list[str]:
         raise UnknownShardsError(f"shards {unknown} are not in the current corpus; rematerialize the corpus asset")
     for shard in shards:  # the footer only: a file a crash cut short has none
         try:
-            pq.read_metadata(corpus.path / f"{shard}.parquet")
+            read_metadata(corpus.path / f"{shard}.parquet")
         except (OSError, pa.ArrowException) as exc:
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise CorruptShardError(

@@ -160,6 +160,7 @@ def _figures(instance: Instance, result: TrainResult, curve: list[dict]) -> dict
 
 STAGE = Stage(
     name="checkpoint",
+    posix=True,
     revision=4,  # 3: meta-device init, per-parameter seeds, sharded checkpoints; 4: micro-batches cut to their longest
     own=_own,
     reads=(Read("data_mixture"), Read("token_shards", every_partition=True)),

@@ -1,7 +1,6 @@
 """Every stage of the graph, in dependency order: its one declaration lives in its module beside its body, and this
 list is the only other place a new stage is named."""
 
-from pathlib import Path
 from typing import Any
 
 from assets import (
@@ -18,6 +17,7 @@ from assets import (
     trajectories,
 )
 from tpt.config import Experiment
+from tpt.paths import Location, resolved
 from tpt.stages import Outputs, Stage
 
 STAGES: tuple[Stage, ...] = (
@@ -37,6 +37,11 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
-def outputs_for(experiment: Experiment, root: str | Path, settings: dict[str, Any] | None = None) -> Outputs:
+def outputs_for(
+    experiment: Experiment,
+    root: str | Location,
+    settings: dict[str, Any] | None = None,
+    posix_root: str | Location | None = None,
+) -> Outputs:
     """Versions and locations of the experiment's outputs under an artifact root (see ``tpt.stages.Outputs``)."""
-    return Outputs(experiment, Path(root).expanduser().resolve(), STAGES, settings)
+    return Outputs(experiment, resolved(root), STAGES, settings, resolved(posix_root) if posix_root else None)

@@ -71,6 +71,7 @@ def sft_checkpoint(run: StageRun) -> StageResult:
 
 STAGE = Stage(
     name="sft_checkpoint",
+    posix=True,
     revision=2,  # 2: micro-batches cut to their longest conversation (dynamic padding)
     own=_own,
     reads=(Read("checkpoint"),),
@@ -96,6 +97,7 @@ def sft_benchmark_scores(run: StageRun) -> StageResult:
 
 SCORES_STAGE = Stage(
     name="sft_benchmark_scores",
+    posix=True,
     revision=1,
     own=lambda experiment, instance: scores_own(experiment, instance) | {"chat_template": True},
     reads=(Read("sft_checkpoint"),),

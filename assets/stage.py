@@ -57,8 +57,20 @@ def ui_link(experiment: Experiment, output: Output) -> str:
 
 def settings_of(resources: Any) -> dict[str, dict]:
     """The output-changing settings of the resources (a Dagster resources object or a plain mapping)."""
-    get = resources.get if isinstance(resources, Mapping) else functools.partial(getattr, resources)
+    get = _getter(resources)
     return {name: get(name).output_settings() for name in SETTINGS_RESOURCES}
+
+
+def outputs_in(experiment: Experiment, resources: Any) -> Outputs:
+    """The experiment's outputs under the storage resource's roots, with the resources' settings."""
+    from assets.registry import outputs_for
+
+    storage = _getter(resources)("storage")
+    return outputs_for(experiment, storage.root, settings_of(resources), storage.posix_root)
+
+
+def _getter(resources: Any) -> Callable[[str], Any]:
+    return resources.get if isinstance(resources, Mapping) else functools.partial(getattr, resources)
 
 
 @dataclass
@@ -194,12 +206,11 @@ def _instance(experiment: Experiment, spec: Stage, variant: str | None, partitio
 
 
 def _body(experiment: Experiment, spec: Stage, variant: str | None) -> Callable:
-    from assets.registry import outputs_for
 
     @user_facing_errors
     def compute(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         started = time.perf_counter()
-        outputs = outputs_for(experiment, context.resources.storage.root, settings_of(context.resources))
+        outputs = outputs_in(experiment, context.resources)
         partition = context.partition_key if spec.partitioning in ("scales", "cells") else None
         instance = _instance(experiment, spec, variant, partition)
         shards = check_shards(outputs, list(context.partition_keys)) if spec.partitioning == "shards" else []

@@ -3,13 +3,13 @@ own, one memory-mapped token file per corpus shard (a Ray task each): vanilla pa
 augmented [d; t] texts of the same documents."""
 
 import time
-from pathlib import Path
 
 from assets.augmented import UnfinishedUpstreamError
 from assets.stage import StageResult, StageRun, markdown_table
 from resources.ray_cluster import RayAsk
 from tpt.config import Experiment
 from tpt.models import resolve_model
+from tpt.paths import as_path
 from tpt.stages import Instance, Read, Stage
 from tpt.tokenization.ray_pack import PackJob, pack_on_ray, shard_out_path, task_memory
 from tpt.versioning import versioned_fields
@@ -26,12 +26,12 @@ def _own(experiment: Experiment, instance: Instance) -> dict:
 def token_shards(run: StageRun) -> StageResult:
     out, (source,) = run.output, run.inputs()  # vanilla reads the corpus, TPT the augmented text
     jobs = [PackJob(str(source.path / f"{s}.parquet"), str(shard_out_path(out.path, s))) for s in run.shards]
-    missing = [j.source_parquet for j in jobs if not Path(j.source_parquet).exists()]
+    missing = [j.source_parquet for j in jobs if not as_path(j.source_parquet).exists()]
     if missing:
         raise UnfinishedUpstreamError(
             f"{len(missing)} input shards are missing (first: {missing[0]}); materialize {source.stage}"
         )
-    todo = [j for j in jobs if not Path(j.out_path).with_suffix(".json").exists()]
+    todo = [j for j in jobs if not as_path(j.out_path).with_suffix(".json").exists()]
     if todo:  # each packing task reserves the memory it was measured to use: the largest must fit a node
         largest = max(task_memory(j.source_parquet) for j in todo)
         ask = RayAsk(

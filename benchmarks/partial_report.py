@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from assets.registry import outputs_for
 from assets.report import GOLD_METRIC, comparison_table, text_table
-from assets.stage import settings_of
+from assets.stage import outputs_in
 from pipelines.definitions import default_resources
 from pipelines.experiments import experiment_path
 from tpt.config import load_experiment
@@ -24,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     experiment = load_experiment(experiment_path(args.experiment))
     resources = default_resources()
-    outputs = outputs_for(experiment, resources["storage"].root, settings_of(resources))
+    outputs = outputs_in(experiment, resources)
     found: dict[tuple, dict[str, list]] = {}  # (scale, benchmark, metric) -> variant -> [{item: value} per seed]
     for run in experiment.runs:
         for benchmark in experiment.evaluation.benchmarks:

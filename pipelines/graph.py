@@ -7,14 +7,13 @@ import dagster as dg
 
 from assets import registry
 from assets.checks import experiment_checks
-from assets.registry import outputs_for
-from assets.stage import settings_of, stage_assets
+from assets.stage import outputs_in, stage_assets
 from tpt.config import Experiment
 
 
 def experiment_assets(experiment: Experiment, resources: Mapping[str, Any]) -> list[dg.AssetsDefinition]:
     """Code versions are resolved with the output-changing settings of ``resources`` (those the location loads)."""
-    outputs = outputs_for(experiment, resources["storage"].root, settings_of(resources))
+    outputs = outputs_in(experiment, resources)
     return [asset for spec in registry.STAGES for asset in stage_assets(experiment, spec, outputs)]
 
 

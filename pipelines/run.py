@@ -28,9 +28,8 @@ from dataclasses import asdict
 import dagster as dg
 
 from assets.partitions import cell_key, corpus_shards
-from assets.registry import outputs_for
 from assets.report import text_table
-from assets.stage import ACCELERATOR_POOL, settings_of
+from assets.stage import ACCELERATOR_POOL, outputs_in
 from pipelines.definitions import build_definitions, default_resources
 from pipelines.experiments import experiment_path
 from pipelines.private import partition_range_tags
@@ -195,7 +194,7 @@ def lineage(experiment: Experiment, variant: str, benchmark: str, scale: str | N
     if benchmark not in experiment.evaluation.benchmarks:
         raise ConfigError(f"benchmark {benchmark!r} is not one of {list(experiment.evaluation.benchmarks)}")
     resources = default_resources()
-    outputs = outputs_for(experiment, resources["storage"].root, settings_of(resources))
+    outputs = outputs_in(experiment, resources)
     if sft and experiment.sft is None:
         raise ConfigError(f"experiment {experiment.name} has no sft section, so no SFT scores")
     stage, tables = ("sft_benchmark_scores", "sft_") if sft else ("benchmark_scores", "")
@@ -273,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             say = functools.partial(print, flush=True)
             results = run_experiment(defs, experiment, instance, verbose=args.verbose, say=say)
             resources = default_resources()
-            outputs = outputs_for(experiment, resources["storage"].root, settings_of(resources))
+            outputs = outputs_in(experiment, resources)
             print("\n".join(summary(experiment, results, outputs, time.perf_counter() - started)), flush=True)
     failed = [r for r in results if not r.success]
     for result in failed:

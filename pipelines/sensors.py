@@ -10,8 +10,7 @@ import dagster as dg
 
 from assets import registry
 from assets.partitions import cell_key, corpus_shards
-from assets.registry import outputs_for
-from assets.stage import SETTINGS_RESOURCES, asset_key, settings_of
+from assets.stage import SETTINGS_RESOURCES, asset_key, outputs_in
 from pipelines.private import AssetJob, partition_range_tags, run_partition_range
 from tpt.config import Experiment, LocalFolder
 from tpt.corpus.sources import LOCAL_PATTERNS
@@ -144,7 +143,7 @@ def new_checkpoints_sensor(experiment: Experiment, benchmarks_job: AssetJob) -> 
     )
     def new_checkpoints(context: dg.SensorEvaluationContext):
         after = int(context.cursor) if context.cursor else None
-        outputs = outputs_for(experiment, context.resources.storage.root, settings_of(context.resources))
+        outputs = outputs_in(experiment, context.resources)
         newest, latest = after, {}
         for key, variant in checkpoints.items():
             found = context.instance.fetch_materializations(

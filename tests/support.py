@@ -5,8 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.registry import outputs_for
-from assets.stage import asset_key, settings_of
+from assets.stage import asset_key, outputs_in
 from pipelines.definitions import default_resources
 from pipelines.graph import experiment_assets
 from resources import ArtifactStorage, DuckDBCatalog
@@ -33,4 +32,4 @@ def stage_asset(experiment: Experiment, stage: str, resources: dict, variant: st
 
 
 def outputs(experiment: Experiment, resources: dict) -> Outputs:
-    return outputs_for(experiment, resources["storage"].root, settings_of(resources))
+    return outputs_in(experiment, resources)

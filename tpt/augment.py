@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.errors import InputError
+from tpt.paths import as_path, read_metadata, read_table
 
 AUGMENTED_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string()), ("has_thinking", pa.bool_())]
@@ -55,20 +55,20 @@ class AugmentJob:
 
 
 def summary_path(out_path: str | Path) -> Path:
-    out_path = Path(out_path)
+    out_path = as_path(out_path)
     return out_path.parent / SUMMARIES / f"{out_path.stem}.json"
 
 
 def augment_shard(job: AugmentJob, separator: str) -> dict:
     """Join one shard and write it (and then its figures); an existing shard is only summarised."""
-    out = Path(job.out_path)
+    out = as_path(job.out_path)
     if out.exists():
-        table = pq.read_table(out, columns=["has_thinking", "text"])
+        table = read_table(out, columns=["has_thinking", "text"])
     else:
-        parts = sorted(Path(job.thinking_dir).glob("part-*.parquet"))
+        parts = sorted(as_path(job.thinking_dir).glob("part-*.parquet"))
         columns = ["doc_id", "thinking", "finish_reason"]
-        trajectories = pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
-        table = augment(pq.read_table(job.corpus_shard, columns=["doc_id", "source", "text"]), trajectories, separator)
+        trajectories = pa.concat_tables([read_table(p, columns=columns) for p in parts])
+        table = augment(read_table(job.corpus_shard, columns=["doc_id", "source", "text"]), trajectories, separator)
         write_parquet(out, table)
     with_thinking = int(pc.sum(table["has_thinking"]).as_py() or 0)
     figures = {
@@ -84,7 +84,7 @@ def augment_shard(job: AugmentJob, separator: str) -> dict:
 def finished_summary(out_path: str | Path) -> dict | None:
     """The figures of a finished augmented shard, if it and its summary are written."""
     path = summary_path(out_path)
-    return read_json(path) if path.exists() and Path(out_path).exists() else None
+    return read_json(path) if path.exists() and as_path(out_path).exists() else None
 
 
 # What an augment task reserves: the corpus shard's text and the thinking read (1x each), the joined text (1x) and
@@ -96,12 +96,12 @@ MEMORY_BASE_BYTES = 256 * 2**20
 
 def task_memory(job: AugmentJob) -> int:
     """Bytes an augment task reserves, from the parquet footers alone."""
-    files = [Path(job.corpus_shard), *Path(job.thinking_dir).glob("part-*.parquet")]
+    files = [as_path(job.corpus_shard), *as_path(job.thinking_dir).glob("part-*.parquet")]
     return int(MEMORY_BASE_BYTES + MEMORY_PER_TEXT_BYTE * sum(_text_bytes(f) for f in files))
 
 
 def _text_bytes(path: Path) -> int:
-    meta = pq.read_metadata(path)
+    meta = read_metadata(path)
     names = meta.schema.names
     wanted = [names.index(c) for c in ("text", "thinking") if c in names]
     return sum(meta.row_group(i).column(c).total_uncompressed_size for i in range(meta.num_row_groups) for c in wanted)

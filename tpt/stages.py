@@ -16,10 +16,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from tpt.config import Experiment
+from tpt.paths import Location, StorageError, as_path, is_remote
 from tpt.versioning import content_hash
 
 Partitioning = Literal["shards", "scales", "cells"]
@@ -84,6 +84,8 @@ class Stage:
     retried: bool = False  # runs on Ray: a lost worker or node is retried
     eager: bool = False  # rebuilt by declarative automation once its inputs changed
     enabled: Callable[[Experiment], bool] | None = None  # a stage only some experiments have (SFT): no assets else
+    posix: bool = False  # writes through libraries that need a POSIX folder (torch.distributed.checkpoint,
+    # save_pretrained, lm-eval): under the POSIX root where the artifact root is an object store
     compute: Callable[..., Any] | None = field(default=None, compare=False)
 
 
@@ -92,7 +94,7 @@ class Output:
     stage: str
     instance: Instance
     version: str
-    path: Path
+    path: Location
 
     @property
     def variant(self) -> str | None:
@@ -115,17 +117,21 @@ def no_config(experiment: Experiment, instance: Instance) -> dict:
 
 class Outputs:
     """Versions and locations of one experiment's stage outputs under an artifact root, given the output-changing
-    settings of the resources (``{"generator": {...}, "trainer": {...}, "evaluator": {...}}``)."""
+    settings of the resources (``{"generator": {...}, "trainer": {...}, "evaluator": {...}}``). ``posix_root``
+    holds the outputs of ``posix`` stages (checkpoints, scores) where the root is an object store; by default the
+    root itself, which must then be a folder."""
 
     def __init__(
         self,
         experiment: Experiment,
-        root: str | Path,
+        root: str | Location,
         stages: Sequence[Stage],
         settings: Mapping[str, Mapping[str, Any]] | None = None,
+        posix_root: str | Location | None = None,
     ):
         self.experiment = experiment
-        self.root = Path(root) / experiment.name
+        self.root = as_path(root) / experiment.name
+        self.posix_root = as_path(posix_root) / experiment.name if posix_root is not None else None
         self.stages = {s.name: s for s in stages}
         self.settings = {k: dict(v) for k, v in (settings or {}).items()}
         self._versions: dict[tuple[str, Instance], str] = {}  # the chain is walked many times per run
@@ -173,7 +179,17 @@ class Outputs:
     def output(self, stage: str, instance: Instance) -> Output:
         version = self.version(stage, instance)
         name = f"{instance.folder_label}-{version}" if instance.folder_label else version
-        return Output(stage, instance, version, self.root / stage / name)
+        return Output(stage, instance, version, self._root_of(stage) / stage / name)
+
+    def _root_of(self, stage: str) -> Location:
+        if not self.stages[stage].posix or not is_remote(self.root):
+            return self.root
+        if self.posix_root is None or is_remote(self.posix_root):
+            raise StorageError(
+                f"{stage} writes through libraries that need a shared POSIX folder and the artifact root "
+                f"{self.root.parent} is an object store: set the storage resource's posix_root"
+            )
+        return self.posix_root
 
     def version(self, stage: str, instance: Instance) -> str:
         if (stage, instance) not in self._versions:
@@ -220,6 +236,3 @@ class Outputs:
                 found[name] = None
             stack.extend(r.stage for r in self.stages[name].reads)
         return list(found)
-
-    def models_dir(self) -> Path:
-        return self.root.parent / "_models"

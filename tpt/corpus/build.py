@@ -11,15 +11,12 @@ dedup new documents against their ids (``_ids/``), never against one in-memory s
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import CorpusConfig, HubDataset, LocalFolder
@@ -28,6 +25,7 @@ from tpt.corpus.sources import Unit, local_files, local_unit, resolve_revision, 
 from tpt.corpus.steps import SHARD_IDS, UNIT_CONTAMINATION, dedup_bucket, near_pass, scan_unit, write_shard
 from tpt.corpus.tasks import run_tasks
 from tpt.errors import InputError
+from tpt.paths import as_path, move, read_table, remove_tree
 from tpt.skips import Skips
 from tpt.versioning import content_hash
 
@@ -122,7 +120,7 @@ def build_corpus(
     revisions = dict(existing.revisions) if existing else {}
     units = _pending_units(config, existing, revisions)
     if existing is not None and not units:
-        shutil.rmtree(out_dir / WORK, ignore_errors=True)  # what a build that finished left behind
+        remove_tree(out_dir / WORK)  # what a build that finished left behind
         return existing, True
     on_ray = config.build_on_ray if on_ray is None else on_ray
     before_tasks()
@@ -175,10 +173,10 @@ def build_corpus(
             inputs.setdefault(unit.source, {})[str(path)] = [int(x) for x in unit.key.rsplit(":", 2)[1:]]
     contamination = _record_contamination(config, out_dir, folders, scans, existing)
     if near is not None:
-        os.replace(build / MINHASH, out_dir / MINHASH)
+        move(build / MINHASH, out_dir / MINHASH)
     data = {"version": version, "shards": all_shards, "sources": reports, "inputs": inputs}
     write_json(out_dir / MANIFEST, data | {"contamination": contamination, "revisions": revisions})
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)
     log(f"corpus: {sum(take)} documents from {len(units)} files in {len(names)} new shards")
     return load_manifest(out_dir, version), False
 
@@ -287,8 +285,8 @@ def _record_contamination(config, out_dir: Path, folders: list[str], scans: list
         return {}
     before = existing.contamination if existing else {}
     path = out_dir / CONTAMINATION
-    tables = [pq.read_table(path)] if path.exists() else []
-    tables += [pq.read_table(Path(f) / UNIT_CONTAMINATION) for f in folders]
+    tables = [read_table(path)] if path.exists() else []
+    tables += [read_table(as_path(f) / UNIT_CONTAMINATION) for f in folders]
     records = pa.concat_tables(tables).cast(CONTAMINATION_SCHEMA) if tables else CONTAMINATION_SCHEMA.empty_table()
     write_parquet(path, records)
     index = next((s["index"] for s in scans if s.get("index")), None) or before
@@ -308,8 +306,8 @@ def _record_contamination(config, out_dir: Path, folders: list[str], scans: list
 
 def read_contamination(out_dir: Path) -> pa.Table:
     path = out_dir / CONTAMINATION
-    return pq.read_table(path) if path.exists() else CONTAMINATION_SCHEMA.empty_table()
+    return read_table(path) if path.exists() else CONTAMINATION_SCHEMA.empty_table()
 
 
 def read_shard(out_dir: Path, shard: str, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(out_dir / f"{shard}.parquet", columns=columns)
+    return read_table(out_dir / f"{shard}.parquet", columns=columns)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tpt.paths import as_path
+
 SHARD_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()), ("text", pa.string())])
 CONTAMINATION_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("source", pa.string()), ("benchmark", pa.string()), ("item", pa.int64())]
@@ -45,7 +47,7 @@ def bucket_prefixes(bucket: int, buckets: int) -> list[int]:
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with as_path(path).open("rb") as fh:
         while chunk := fh.read(1 << 24):
             digest.update(chunk)
     return digest.hexdigest()[:16]

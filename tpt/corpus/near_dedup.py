@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from datasketch import MinHash, MinHashLSH
 
 from tpt.atomic import write_parquet
 from tpt.config import NearDedupConfig
 from tpt.corpus.decontaminate import words
+from tpt.paths import read_table
 
 SCHEME = "affine32"  # datasketch's hashing scheme, named so saved signatures are read back under the same one
 
@@ -58,7 +58,7 @@ class NearDuplicates:
     def load(cls, config: NearDedupConfig, path: Path) -> NearDuplicates:
         index = cls(config)
         if path.exists():
-            table = pq.read_table(path)
+            table = read_table(path)
             for doc_id, values in zip(table["doc_id"].to_pylist(), table["hashvalues"].to_pylist(), strict=True):
                 hashvalues = np.asarray(values, dtype=np.uint64)
                 signature = MinHash(num_perm=config.num_perm, seed=config.seed, hashvalues=hashvalues, scheme=SCHEME)

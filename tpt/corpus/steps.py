@@ -35,6 +35,7 @@ from tpt.corpus.documents import (
 )
 from tpt.corpus.near_dedup import NearDuplicates
 from tpt.corpus.sources import Unit, iter_unit_texts
+from tpt.paths import as_path, read_table
 from tpt.skips import Skips
 
 DONE = "done.json"
@@ -56,7 +57,7 @@ def scan_unit(
 ) -> dict:
     """Phase 1 for one unit, into ``work``: docs (pos, doc_id, source, text), ids (prefix, doc_id, pos) and
     contamination records; ``done.json`` last, with the unit's skips and counts."""
-    folder = Path(work)
+    folder = as_path(work)
     if (folder / DONE).exists():
         return read_json(folder / DONE)
     decon = config.decontamination
@@ -110,18 +111,18 @@ def write_parquet_grouped(path: Path, table: pa.Table) -> None:
 
 
 def _ids_in(paths: list[Path], prefixes: list[int], columns: list[str]) -> list[pa.Table]:
-    return [pq.read_table(p, columns=columns, filters=[("prefix", "in", prefixes)]) for p in paths]
+    return [read_table(p, columns=columns, filters=[("prefix", "in", prefixes)]) for p in paths]
 
 
 def dedup_bucket(bucket: int, buckets: int, units: list[str], earlier: list[str], out: str) -> dict:
     """Phase 2 for one bucket: ``out`` (unit, pos) of the first occurrence of every id of the bucket that no
     earlier shard holds; per unit, how many were duplicates (and a few examples)."""
-    marker = Path(out).with_suffix(".json")
+    marker = as_path(out).with_suffix(".json")
     if marker.exists():
         return read_json(marker)
     prefixes = bucket_prefixes(bucket, buckets)
     tables = []
-    for i, found in enumerate(_ids_in([Path(u) / IDS for u in units], prefixes, ["doc_id", "pos"])):
+    for i, found in enumerate(_ids_in([as_path(u) / IDS for u in units], prefixes, ["doc_id", "pos"])):
         tables.append(found.append_column("unit", pa.array(np.full(found.num_rows, i, dtype=np.int32))))
     new = pa.concat_tables(tables) if tables else pa.table({"doc_id": [], "pos": [], "unit": []})
     new = new.sort_by([("doc_id", "ascending"), ("unit", "ascending"), ("pos", "ascending")])
@@ -129,12 +130,12 @@ def dedup_bucket(bucket: int, buckets: int, units: list[str], earlier: list[str]
     first = np.ones(len(ids), dtype=bool)
     if len(ids) > 1:
         first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
-    old = _ids_in([Path(p) for p in earlier], prefixes, ["doc_id"])
+    old = _ids_in([as_path(p) for p in earlier], prefixes, ["doc_id"])
     if old and sum(t.num_rows for t in old):
         seen = pa.concat_tables(old)["doc_id"].combine_chunks()
         first &= ~pc.is_in(ids, value_set=seen).to_numpy(zero_copy_only=False)
     keep = new.filter(pa.array(first)).select(["unit", "pos"]).sort_by([("unit", "ascending"), ("pos", "ascending")])
-    write_parquet_grouped(Path(out), keep)
+    write_parquet_grouped(as_path(out), keep)
     dropped = new.filter(pa.array(~first))
     duplicates: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
@@ -152,11 +153,11 @@ def dedup_bucket(bucket: int, buckets: int, units: list[str], earlier: list[str]
 
 def kept_positions(build: Path, unit: int, near: set[int] | None = None) -> np.ndarray:
     """Positions (in reading order) of a unit's documents that survived exact (and near) dedup."""
-    tables = [pq.read_table(p, filters=[("unit", "=", unit)]) for p in sorted(build.glob("keep-*.parquet"))]
+    tables = [read_table(p, filters=[("unit", "=", unit)]) for p in sorted(build.glob("keep-*.parquet"))]
     positions = np.sort(np.concatenate([t["pos"].to_numpy() for t in tables] or [np.empty(0, np.int64)]))
     near_path = build / "near.parquet"
     if near_path.exists():
-        rejected = pq.read_table(near_path, filters=[("unit", "=", unit)])["pos"].to_numpy()
+        rejected = read_table(near_path, filters=[("unit", "=", unit)])["pos"].to_numpy()
         positions = positions[~np.isin(positions, rejected)]
     return positions
 
@@ -164,17 +165,17 @@ def kept_positions(build: Path, unit: int, near: set[int] | None = None) -> np.n
 def near_pass(config: CorpusConfig, units: list[str], build: str, minhash_before: str, minhash_after: str) -> dict:
     """Phase 3: near-duplicates among the survivors, in reading order, against the signatures of earlier builds
     too; ``near.parquet`` (unit, pos) of those dropped, per unit counts, and the grown signatures."""
-    folder = Path(build)
+    folder = as_path(build)
     marker = folder / "near.json"
     if marker.exists():
         return read_json(marker)
-    near = NearDuplicates.load(config.near_dedup, Path(minhash_before))
+    near = NearDuplicates.load(config.near_dedup, as_path(minhash_before))
     rejected: dict[str, list] = {"unit": [], "pos": []}
     counts: dict[str, int] = {}
     examples: dict[str, list[str]] = {}
     for i, unit in enumerate(units):
         positions = kept_positions(folder, i)
-        docs = pq.read_table(Path(unit) / DOCS, columns=["pos", "doc_id", "text"])
+        docs = read_table(as_path(unit) / DOCS, columns=["pos", "doc_id", "text"])
         docs = docs.filter(pc.is_in(docs["pos"], value_set=pa.array(positions)))
         for pos, doc_id, text in zip(*(docs[c].to_pylist() for c in ("pos", "doc_id", "text")), strict=True):
             original = near.duplicate_of(doc_id, text)
@@ -187,7 +188,7 @@ def near_pass(config: CorpusConfig, units: list[str], build: str, minhash_before
                     kept.append(f"{doc_id} ~ {original}")
     table = pa.table({"unit": pa.array(rejected["unit"], pa.int32()), "pos": pa.array(rejected["pos"], pa.int64())})
     write_parquet(folder / "near.parquet", table)
-    near.save(Path(minhash_after))
+    near.save(as_path(minhash_after))
     result = {"near_duplicates": counts, "examples": examples}
     write_json(marker, result)
     return result
@@ -197,11 +198,16 @@ def write_shard(slices: list[tuple[str, int, int, int]], build: str, path: str, 
     """Phase 4: the shard from (unit folder, unit index, first kept rank, count) slices in order, and its ids."""
     tables = []
     for unit, index, first, count in slices:
-        wanted = kept_positions(Path(build), index)[first : first + count]
-        docs = pq.read_table(Path(unit) / DOCS, columns=["pos", "doc_id", "source", "text"])
+        wanted = kept_positions(as_path(build), index)[first : first + count]
+        docs = read_table(as_path(unit) / DOCS, columns=["pos", "doc_id", "source", "text"])
         tables.append(docs.filter(pc.is_in(docs["pos"], value_set=pa.array(wanted))).select(SHARD_SCHEMA.names))
     table = pa.concat_tables(tables).cast(SHARD_SCHEMA)
-    write_parquet(Path(path), table)
-    _write_ids(Path(ids_path), table.select(["doc_id"]))
+    write_parquet(as_path(path), table)
+    _write_ids(as_path(ids_path), table.select(["doc_id"]))
     chars = int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0)
-    return {"name": Path(path).stem, "documents": table.num_rows, "chars": chars, "sha256": file_sha256(Path(path))}
+    return {
+        "name": as_path(path).stem,
+        "documents": table.num_rows,
+        "chars": chars,
+        "sha256": file_sha256(as_path(path)),
+    }

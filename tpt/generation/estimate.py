@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tpt.atomic import read_json
 from tpt.generation.shard_runner import SUCCESS, WorkerPlacement
+from tpt.paths import parquet_file, read_table
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def sample_shard_files(shards: Mapping[str, tuple[Path, int]], n: int) -> pa.Tab
 
 
 def _read_rows(path: Path, rows: np.ndarray) -> pa.Table:
-    parquet = pq.ParquetFile(path)
+    parquet = parquet_file(path)
     sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
     starts = np.cumsum([0, *sizes])
     owner = np.searchsorted(starts, rows, side="right") - 1
@@ -83,7 +83,7 @@ def worker_rate(sample_dir: Path) -> float:
         return float(telemetry["output_tokens_per_s_per_replica"])
     tokens = seconds = 0.0
     for part in sorted(sample_dir.glob("part-*.parquet")):
-        table = pq.read_table(part, columns=["output_tokens", "batch_wall_s", "from_cache", "finish_reason"])
+        table = read_table(part, columns=["output_tokens", "batch_wall_s", "from_cache", "finish_reason"])
         if table.num_rows == 0 or any(table["from_cache"].to_pylist()):
             continue
         tokens += sum(table["output_tokens"].to_pylist())

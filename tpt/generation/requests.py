@@ -9,6 +9,9 @@ part lands. A lookup opens the index and then only the part files that hold the 
 O(documents asked), however many part files were ever written (the index is built once from the existing parts
 where it does not exist yet). DuckDB takes one writer at a time: a second run waits for the lock, briefly. The
 index is derived data: a part deleted since is a miss, and removing the index file rebuilds it from the parts.
+Under an object-store root the index file lives in the local cache (DuckDB updates a database file in place, which
+an object store cannot hold); a machine's index then misses the parts other machines wrote after it was built,
+and a miss costs a regeneration, never a wrong trajectory.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tpt.config import GenerationConfig
+from tpt.offline import cache_dir
+from tpt.paths import Location, is_remote, read_table
 from tpt.versioning import content_hash, versioned_fields
 
 PART_GLOB = "*/*/*/shard-*/part-*.parquet"  # <experiment>/<stage>/<output>/<shard>: thinking and estimate samples
@@ -61,7 +65,7 @@ def cached_rows(artifact_root: Path, keys: list[str], exclude_dir: Path | None =
         path = artifact_root / part
         if (exclude_dir is not None and exclude_dir in path.parents) or not path.exists():
             continue
-        table = pq.read_table(path, filters=[("request_key", "in", wanted)])
+        table = read_table(path, filters=[("request_key", "in", wanted)])
         tables.append(table.filter(pc.not_equal(table["finish_reason"], "error")))
     if not tables:
         return None
@@ -72,8 +76,9 @@ def cached_rows(artifact_root: Path, keys: list[str], exclude_dir: Path | None =
 class _connect:
     """A short read-write connection to the index, waiting (up to a minute) while another run holds its lock."""
 
-    def __init__(self, root: Path):
-        self.path = root / INDEX
+    def __init__(self, root: Location):
+        self.root = root
+        self.path = _index_file(root)
 
     def __enter__(self) -> duckdb.DuckDBPyConnection:
         fresh = not self.path.exists()
@@ -87,18 +92,28 @@ class _connect:
                 time.sleep(0.5)
         self.con.execute(_SCHEMA)
         if fresh:
-            _backfill(self.con, self.path.parent)
+            _backfill(self.con, self.root)
         return self.con
 
     def __exit__(self, *exc) -> None:
         self.con.close()
 
 
-def _backfill(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+def _index_file(root: Location) -> Path:
+    if not is_remote(root):
+        return root / INDEX
+    folder = cache_dir() / "request-index" / content_hash(str(root), length=16)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / INDEX
+
+
+def _backfill(con: duckdb.DuckDBPyConnection, root: Location) -> None:
     """Index the parts written before the index existed (once: the only lookup that lists the artifact root)."""
     parts = sorted(root.glob(PART_GLOB))
     if not parts:
         return
+    if is_remote(root):
+        con.register_filesystem(root.fs)
     with contextlib.suppress(duckdb.BinderException):  # parts written before request keys existed cannot answer
         con.execute(
             "INSERT OR REPLACE INTO requests SELECT DISTINCT ON (request_key) request_key, "

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tpt.atomic import read_json, write_parquet
 from tpt.config import GenerationConfig
@@ -41,6 +40,7 @@ from tpt.generation.shard_runner import (
     thinking_stage,
     trajectory_batch,
 )
+from tpt.paths import as_path, parquet_file, read_metadata, read_table
 
 # All the driver sees of a generated document: its shard, part file and request key (for the request index), its
 # finish reason, length and timestamps (for progress and the engine telemetry). No text.
@@ -59,7 +59,7 @@ def _written_parts(batch: pa.Table):
     """The (shard, part file, rows) of a batch the workers wrote: its rows carry their part's path."""
     for part in pc.unique(batch["part"]).to_pylist():
         rows = batch.filter(pc.equal(batch["part"], part))
-        yield rows["shard"][0].as_py(), Path(part), rows
+        yield rows["shard"][0].as_py(), as_path(part), rows
 
 
 def generate_shard_files(
@@ -84,10 +84,10 @@ def generate_shard_files(
     version = engine_version(spec.engine)
     for shard in (s for s in shards if s not in finished):  # one shard's ids at a time
         path = corpus_dir / f"{shard}.parquet"
-        sizes[shard] = pq.read_metadata(path).num_rows
+        sizes[shard] = read_metadata(path).num_rows
         done = shard_ids(out_dir / shard)
         before[shard] = done.num_rows if done is not None else 0
-        docs = pq.read_table(path, columns=["doc_id", "source"])
+        docs = read_table(path, columns=["doc_id", "source"])
         if done is not None:
             docs = docs.filter(pc.invert(pc.is_in(docs["doc_id"], done["doc_id"].combine_chunks())))
         if cache_root is not None and docs.num_rows:
@@ -155,9 +155,9 @@ def _pending_documents(unit: pa.Table, out_dir: str, generation: GenerationConfi
     """One shard file's documents not yet finished, read READ_ROWS at a time, with their shard and request key (the
     engine's input)."""
     [(shard, path)] = zip(unit["shard"].to_pylist(), unit["path"].to_pylist(), strict=True)
-    done = read_trajectories(Path(out_dir) / shard, ["doc_id"])  # the driver cleared stale temp files before
+    done = read_trajectories(as_path(out_dir) / shard, ["doc_id"])  # the driver cleared stale temp files before
     finished = done["doc_id"].combine_chunks() if done is not None else None
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "source", "text"]):
+    for batch in parquet_file(path).iter_batches(batch_size=READ_ROWS, columns=["doc_id", "source", "text"]):
         docs = pa.Table.from_batches([batch])
         if finished is not None:
             docs = docs.filter(pc.invert(pc.is_in(docs["doc_id"], finished)))
@@ -173,7 +173,7 @@ def _write_parts(batch: pa.Table, out_dir: str, spec: EngineSpec, generation: Ge
     batch = trajectory_batch(batch, spec, generation)
     returned = []
     for shard, part in _split_by_shard(batch):
-        path = Path(out_dir) / shard / f"part-{_part_name(part)}.parquet"
+        path = as_path(out_dir) / shard / f"part-{_part_name(part)}.parquet"
         write_parquet(path, part)
         returned.append(part.append_column("part", pa.array([str(path)] * part.num_rows, pa.string())))
     return pa.concat_tables(returned).select(RETURNED) if returned else _empty_returned()

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from tpt.atomic import read_json, write_json, write_parquet
 from tpt.config import GenerationConfig
@@ -40,6 +39,7 @@ from tpt.generation.engines import EngineSpec, engine_version
 from tpt.generation.requests import cached_rows, record_part, request_keys
 from tpt.generation.telemetry import EngineTelemetry, measure
 from tpt.generation.worker import FORCED, OUTPUT_SCHEMA, ContinuousThinkingWorker, ThinkingWorker
+from tpt.paths import read_table
 from tpt.progress import Progress
 
 SUCCESS = "_SUCCESS.json"
@@ -99,7 +99,7 @@ def read_trajectories(shard_dir: Path, columns: Sequence[str] | None = None) -> 
     if not parts:
         return None
     columns = list(columns) if columns is not None else None
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts], promote_options="permissive")
+    return pa.concat_tables([read_table(p, columns=columns) for p in parts], promote_options="permissive")
 
 
 def generate_shards(

@@ -76,7 +76,7 @@ class ResolvedMixture:
     @classmethod
     def load(cls, folder: Path) -> ResolvedMixture:
         shares = [SourceShare(**row) for row in read_json(folder / SHARES_FILE)["sources"]]
-        with open(folder / ORDER_FILE, "rb") as fh:
+        with (folder / ORDER_FILE).open("rb") as fh:
             return cls(np.load(fh, allow_pickle=False), shares)
 
     @staticmethod

@@ -23,6 +23,7 @@ import numpy as np
 
 from tpt.atomic import write_atomic, write_json
 from tpt.errors import InputError
+from tpt.paths import as_path
 from tpt.tokenization.tokenizer import encode_documents, load_tokenizer, special_ids
 
 INDEX_FORMAT = "tpt-packed-tokens/2"  # 2: per-source sequence ranges
@@ -53,7 +54,7 @@ class ShardStats:
     tokens_per_s: float
 
     def as_metadata(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        return {k: (str(v) if k in ("path", "index_path") else v) for k, v in asdict(self).items()}
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -64,7 +65,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def index_path_for(path: str | Path) -> Path:
-    path = Path(path)
+    path = as_path(path)
     if path.suffix != ".bin":
         raise ValueError(f"packed token files end in .bin, got {path.name!r}")
     return path.with_suffix(".json")
@@ -90,7 +91,7 @@ def tokenize_and_pack(
     """
     if seq_len < 2:
         raise PackError(f"seq_len must be at least 2 (one input and one target token), got {seq_len}")
-    out_path = Path(out_path)
+    out_path = as_path(out_path)
     index_path = index_path_for(out_path)
     tokenizer = load_tokenizer(tokenizer_dir)
     ids = special_ids(tokenizer)

@@ -8,10 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from tpt.atomic import read_json
 from tpt.errors import InputError
+from tpt.paths import read_metadata, read_table
 from tpt.progress import Progress
 from tpt.tokenization.pack import index_path_for, tokenize_and_pack
 
@@ -25,7 +24,7 @@ MEMORY_BASE_BYTES = 768 * 2**20  # the worker with transformers and the tokenize
 
 def task_memory(source_parquet: str) -> int:
     """Bytes a packing task reserves for this shard, from the parquet footer alone (nothing is read)."""
-    meta = pq.read_metadata(source_parquet)
+    meta = read_metadata(source_parquet)
     names = meta.schema.names
     text = sum(
         meta.row_group(i).column(names.index("text")).total_uncompressed_size for i in range(meta.num_row_groups)
@@ -42,7 +41,7 @@ class PackJob:
 def pack_parquet(job: PackJob, tokenizer_dir: str, seq_len: int) -> dict:
     # Ray reserved one CPU for this task; a tokenizer thread pool per task would oversubscribe the node.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    table = pq.read_table(job.source_parquet, columns=["source", "text"])
+    table = read_table(job.source_parquet, columns=["source", "text"])
     batches = table.to_batches(max_chunksize=BATCH_ROWS)  # Python strings for one batch at a time, not the shard
     texts = (t for b in batches for t in b.column("text").to_pylist())
     sources = (s for b in batches for s in b.column("source").to_pylist())

@@ -1,7 +1,9 @@
 """Reading many packed shards as one array of sequences, without loading any of them up front.
 
 Only the small JSON indexes are read when the reader is built; each token file is memory-mapped the first time
-one of its sequences is asked for, so a reader over thousands of shards costs a few kilobytes until it is used.
+one of its sequences is asked for, so a reader over thousands of shards costs a few kilobytes until it is used. A
+shard on an object store is downloaded whole, once, into the local cache (``$TPT_CACHE_DIR/remote``) the first time
+it is asked for, and mapped from there: a worker holds the shards it reads, not the corpus.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from tpt.errors import InputError
+from tpt.offline import cache_dir
+from tpt.paths import Location, as_path, local_copy
 from tpt.tokenization.pack import INDEX_FORMAT, index_path_for
 from tpt.versioning import content_hash
 
@@ -29,7 +33,7 @@ class PackedShards:
     """Sequence ``i`` of the concatenation of shards, with its real (unpadded) length."""
 
     def __init__(self, paths: Iterable[str | Path]):
-        self.paths = [Path(p) for p in paths]
+        self.paths = [as_path(p) for p in paths]
         if not self.paths:
             raise ShardError("no packed shards given")
         self.indexes = [_read_index(p) for p in self.paths]
@@ -54,7 +58,7 @@ class PackedShards:
     @classmethod
     def from_dir(cls, folder: str | Path) -> PackedShards:
         """Every complete shard (a .bin with its .json index) in ``folder``, in name order."""
-        folder = Path(folder)
+        folder = as_path(folder)
         paths = sorted(p for p in folder.glob("*.bin") if p.with_suffix(".json").exists())
         if not paths:
             raise ShardError(f"no packed shards (*.bin with a .json index) in {folder}")
@@ -130,14 +134,15 @@ class PackedShards:
             index, path = self.indexes[shard], self.paths[shard]
             dtype = np.dtype(index["dtype"])
             expected = index["n_sequences"] * index["seq_len"] * dtype.itemsize
-            size = path.stat().st_size if path.exists() else -1
+            local = local_copy(path, cache_dir() / "remote") if path.exists() else None
+            size = local.stat().st_size if local is not None else -1
             if size != expected:
                 raise ShardError(f"{path}: token file has {size} bytes, its index says {expected}")
-            self._maps[shard] = np.memmap(path, dtype=dtype, mode="r", shape=(index["n_sequences"], index["seq_len"]))
+            self._maps[shard] = np.memmap(local, dtype=dtype, mode="r", shape=(index["n_sequences"], index["seq_len"]))
         return self._maps[shard]
 
 
-def _read_index(path: Path) -> dict[str, Any]:
+def _read_index(path: Location) -> dict[str, Any]:
     try:
         index_path = index_path_for(path)
     except ValueError as exc:
