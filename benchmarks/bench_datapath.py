@@ -131,7 +131,8 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
     return took
 
 
-def rehearse(work: Path, exp) -> dict:
+def rehearse(work: Path, exp, root: str | None = None) -> dict:
+    """Both passes through Dagster; artifacts and catalog under ``root`` (a folder or URL; default ``work/art``)."""
     import dagster as dg
 
     from assets.partitions import corpus_shards
@@ -142,9 +143,10 @@ def rehearse(work: Path, exp) -> dict:
     from resources import ArtifactStorage, DuckDBCatalog, RayCluster, ThinkingGenerator
     from tests.support import resources_at
 
+    root = root or str(work / "art")
     resources = resources_at(work) | {
-        "storage": ArtifactStorage(root=str(work / "art")),
-        "catalog": DuckDBCatalog(path=str(work / "art" / "catalog")),
+        "storage": ArtifactStorage(root=root),
+        "catalog": DuckDBCatalog(path=f"{root}/catalog"),
         "ray_cluster": RayCluster(num_cpus=2),
         "generator": ThinkingGenerator(cpus_per_worker=1, torch_threads=1),
     }

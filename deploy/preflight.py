@@ -1,4 +1,5 @@
-"""Before dagster-daemon and dagster-webserver start: does the instance's Postgres answer, and (with
+"""Before dagster-daemon and dagster-webserver start: does the instance's Postgres answer, does the artifact root
+(``TPT_ARTIFACT_ROOT``, an object store's included) take a write, and (with
 TPT_RAY_ADDRESS) does the Ray cluster answer with nodes that import the project's libraries? One line per
 failure, exit status 1, and nothing started; Dagster itself would retry the database and then print a traceback.
 
@@ -48,6 +49,18 @@ def check_postgres(settings: dict[str, Any]) -> str | None:
     return None
 
 
+def check_storage() -> str | None:
+    """The artifact root (an object store's bucket and key included) takes a write."""
+    from resources import ArtifactStorage
+    from tpt.paths import StorageError, check_writable
+
+    try:
+        check_writable(ArtifactStorage().root)
+    except StorageError as exc:
+        return str(exc)
+    return None
+
+
 def check_ray() -> str | None:
     from resources.ray_cluster import RayCluster, RayClusterError
 
@@ -71,7 +84,7 @@ def main() -> int:
         )
         return 1
     settings = postgres_settings(Path(home) / "dagster.yaml")
-    problems = [p for p in (check_postgres(settings) if settings else None, check_ray()) if p]
+    problems = [p for p in (check_postgres(settings) if settings else None, check_storage(), check_ray()) if p]
     for problem in problems:
         print(f"preflight: {problem}", file=sys.stderr)
     return 1 if problems else 0

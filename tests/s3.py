@@ -1,10 +1,10 @@
-"""A real S3-compatible server on 127.0.0.1 for the tests (moto's server), with the environment every S3 client of
-the code reads (s3fs in the Dagster process and on the Ray workers a run starts after it is set)."""
+"""A real S3-compatible server on 127.0.0.1 for the tests and benchmarks (moto's server, in a process of its own),
+with the environment every S3 client of the code reads (s3fs in the Dagster process and on the Ray workers a run
+starts after it is set)."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import subprocess
@@ -49,31 +49,13 @@ def s3_environment(endpoint: str, key: str = "loopback-test") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def loopback_s3(bucket: str = BUCKET) -> Iterator[str]:
-    """moto's server in a thread of this process, its environment set and ``bucket`` created; yields the
-    endpoint."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
+def moto_server(check_signatures: bool = False) -> Iterator[str]:
+    """``python -m moto.server`` on a free loopback port until the block ends; yields its endpoint. With
+    ``check_signatures`` (``INITIAL_NO_AUTH_ACTION_COUNT=0``) it refuses a key it never issued, as S3 does."""
     port = free_port()
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        with s3_environment(endpoint):
-            boto3.client("s3").create_bucket(Bucket=bucket)
-            yield endpoint
-    finally:
-        server.stop()
-
-
-@contextlib.contextmanager
-def refusing_s3() -> Iterator[str]:
-    """moto's server in a process of its own with signature checks on (``INITIAL_NO_AUTH_ACTION_COUNT=0``), so
-    a key it never issued is refused as a real S3 refuses it; yields the endpoint, its environment set."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    if check_signatures:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env=env,
@@ -86,11 +68,26 @@ def refusing_s3() -> Iterator[str]:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("moto's server did not start")
+                raise RuntimeError(f"moto's server did not start on 127.0.0.1:{port}")
             time.sleep(0.2)
-        endpoint = f"http://127.0.0.1:{port}"
-        with s3_environment(endpoint, key="never-issued"):
-            yield endpoint
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def loopback_s3(bucket: str = BUCKET) -> Iterator[str]:
+    """A server, its environment set and ``bucket`` created; yields the endpoint."""
+    import boto3
+
+    with moto_server() as endpoint, s3_environment(endpoint):
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield endpoint
+
+
+@contextlib.contextmanager
+def refusing_s3() -> Iterator[str]:
+    """A server that checks signatures, with the environment of a key it never issued."""
+    with moto_server(check_signatures=True) as endpoint, s3_environment(endpoint, key="never-issued"):
+        yield endpoint

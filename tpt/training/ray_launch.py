@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from tpt.config import TrainingConfig
 from tpt.errors import InputError
+from tpt.paths import as_path
 from tpt.tokenization import PackedShards
 from tpt.tokenization.mixture import ResolvedMixture
 from tpt.training.data import TokenSequences
@@ -133,7 +134,7 @@ def _worker_loop(cfg: dict[str, Any]) -> None:
     context = ray.train.get_context()
     torch.set_num_threads(cfg["threads"])
     parallel = DataParallel(context.get_world_rank(), context.get_world_size(), cfg["strategy"])
-    order = ResolvedMixture.load(Path(cfg["mixture_dir"])) if cfg["mixture_dir"] else None
+    order = ResolvedMixture.load(as_path(cfg["mixture_dir"])) if cfg["mixture_dir"] else None
     with open(Path(cfg["out_dir"]) / LOG_FILE, "a", encoding="utf-8", buffering=1) as fh:
         train(
             TrainingConfig.model_validate(cfg["config"]),
