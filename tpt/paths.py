@@ -102,11 +102,14 @@ def remove_tree(path: Location) -> None:
 
 
 def local_copy(path: Location, cache: Path) -> Path:
-    """A local file with the content of ``path`` (itself where it is local). Artifacts are immutable once
-    published (their folders are named by version), so a copy downloaded once, whole, serves every later read."""
+    """A local file with the content of ``path`` (itself where it is local), downloaded once, whole, and kept
+    under a name of the URL, size and ETag (or modification time): an artifact is immutable once published, and a
+    file written again under the same URL (another store, a rebuilt folder) is another copy."""
     if not is_remote(path):
         return path
-    target = cache / hashlib.sha256(str(path).encode()).hexdigest()[:24] / path.name
+    info = path.fs.info(path.path)
+    stamp = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+    target = cache / hashlib.sha256(f"{path}|{info.get('size')}|{stamp}".encode()).hexdigest()[:24] / path.name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

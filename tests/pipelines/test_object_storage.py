@@ -15,7 +15,7 @@ from assets.partitions import corpus_shards
 from assets.stage import asset_key
 from pipelines.definitions import build_definitions
 from pipelines.private import partition_range_tags
-from resources import ArtifactStorage, DuckDBCatalog, RayCluster
+from resources import ArtifactStorage, DuckDBCatalog, RayCluster, Trainer
 from tests.s3 import BUCKET, free_port, loopback_s3, refusing_s3, s3_environment
 from tests.support import outputs, resources_at
 from tpt.catalog import Catalog
@@ -140,13 +140,16 @@ def test_data_stages_on_s3_write_what_a_local_root_writes(embedded: Experiment, 
         ]
         assert not (Path.cwd() / "s3:").exists()  # the old bug: a URL taken for a local folder name
 
-        # Training reads the mixture and token shards from the bucket; its checkpoint goes to the POSIX root.
+        # Training (Ray Train) reads the mixture and token shards from the bucket; checkpoints go to the POSIX root.
         job, scale = f"{experiment.name}_training", experiment.scale_names[0]
         unset = build_definitions([experiment], remote | {"storage": ArtifactStorage(root=root, posix_root=None)})
         with pytest.raises(Exception, match="set the storage resource's posix_root"):
             unset.resolve_job_def(job).execute_in_process(partition_key=scale)
         posix = tmp_path / "posix"
-        trained = remote | {"storage": ArtifactStorage(root=root, posix_root=str(posix))}
+        trained = remote | {  # two Ray Train workers, each mapping the shards from its own cache copy
+            "storage": ArtifactStorage(root=root, posix_root=str(posix)),
+            "trainer": Trainer(launcher="ray", workers=2),
+        }
         result = build_definitions([experiment], trained).resolve_job_def(job).execute_in_process(partition_key=scale)
         for variant in experiment.variants:
             folder = outputs(experiment, trained).of("checkpoint", variant, scale).path

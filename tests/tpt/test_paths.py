@@ -57,8 +57,10 @@ def test_a_remote_file_is_copied_into_the_cache_once(bucket: UPath, tmp_path: Pa
     remote.write_bytes(b"\x01\x02" * 100)
     first = local_copy(remote, tmp_path)
     assert first.read_bytes() == b"\x01\x02" * 100 and first.is_relative_to(tmp_path)
-    remote.unlink()  # immutable once published: the copy serves every later read
-    assert local_copy(remote, tmp_path).read_bytes() == b"\x01\x02" * 100
+    downloaded = first.stat().st_mtime_ns
+    assert local_copy(remote, tmp_path) == first and first.stat().st_mtime_ns == downloaded  # not fetched again
+    remote.write_bytes(b"\x03" * 50)  # the same URL written again (a rebuilt folder, another store): a new copy
+    assert local_copy(remote, tmp_path).read_bytes() == b"\x03" * 50 and first.read_bytes() == b"\x01\x02" * 100
     local = tmp_path / "here.bin"
     local.write_bytes(b"x")
     assert local_copy(local, tmp_path / "cache") == local  # a local file is its own copy

@@ -126,9 +126,9 @@ class TransformersEngine:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype).to(device).eval()
         self._torch = torch
-        ends = {self.tokenizer.pad_token_id, *self._eos_ids()}
+        self.ends = {self.tokenizer.pad_token_id, *self._eos_ids()}  # tokens that end a row's thinking
         decode = partial(self.tokenizer.decode, skip_special_tokens=True)
-        self.decoder = RefillDecoder(self.model, self.tokenizer.pad_token_id, ends, decode, device)
+        self.decoder = RefillDecoder(self.model, self.tokenizer.pad_token_id, self.ends, decode, device)
         self.refills = supports(self.model)
         self._loop = None  # the decode loop of generate_async, started on its first call
 
@@ -190,11 +190,10 @@ class TransformersEngine:
         self, ids: list[list[int]], decoded: list, sampling: SamplingConfig, forced: bool
     ) -> list[Completion]:
         """``decoded``: the refill decoder's results (with their times), or ``model.generate``'s token lists."""
-        ends = {self.tokenizer.pad_token_id, *self._eos_ids()}
         results = []
         for prompt, out in zip(ids, decoded, strict=True):
             tokens = out if isinstance(out, list) else out.tokens  # model.generate's rows are bare token lists
-            stop_at = None if forced else next((i for i, t in enumerate(tokens) if t in ends), None)
+            stop_at = None if forced else next((i for i, t in enumerate(tokens) if t in self.ends), None)
             real = tokens if stop_at is None else tokens[: stop_at + 1]
             text = self.tokenizer.decode(real, skip_special_tokens=True)
             hit_stop = not forced and (stop_at is not None or any(s in text for s in sampling.stop))
@@ -230,20 +229,22 @@ class TransformersEngine:
 
 def seeded_sampler(seeds: list[int], sampling: SamplingConfig, device: str):
     """A logits processor that samples each row with temperature and top-p from its own seeded generator and leaves
-    only that token possible (``model.generate``'s path; the refill decoder samples the same way itself)."""
+    only that token possible (``model.generate``'s path; the refill decoder samples by the same rule)."""
     import torch
     from transformers import LogitsProcessor
+
+    from tpt.generation.refill import top_p_sample
 
     class SeededSampler(LogitsProcessor):
         def __init__(self):
             self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
         def __call__(self, input_ids, scores):
-            probs = torch.softmax(scores.float() / sampling.temperature, dim=-1)
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            sorted_p = sorted_p * ((sorted_p.cumsum(-1) - sorted_p) < sampling.top_p)
             picks = torch.stack(
-                [order[i, torch.multinomial(sorted_p[i], 1, generator=g)] for i, g in enumerate(self.generators)]
+                [
+                    top_p_sample(scores[i], sampling.temperature, sampling.top_p, g)
+                    for i, g in enumerate(self.generators)
+                ]
             )
             forced = torch.full_like(scores, float("-inf"))
             return forced.scatter_(1, picks, 0.0)

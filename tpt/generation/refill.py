@@ -177,16 +177,22 @@ class RefillDecoder:
             s = row.request.sampling
             if s.temperature <= 0:
                 picks.append(logits[i].argmax().view(1))
-                continue
-            probs = torch.softmax(logits[i].float() / s.temperature, dim=-1)
-            sorted_p, order = probs.sort(descending=True)
-            sorted_p = sorted_p * ((sorted_p.cumsum(-1) - sorted_p) < s.top_p)
-            picks.append(order[torch.multinomial(sorted_p, 1, generator=row.generator)])
+            else:
+                picks.append(top_p_sample(logits[i], s.temperature, s.top_p, row.generator))
         return torch.cat(picks)
 
     def _has_stop(self, row: _Row) -> bool:
         stops = row.request.sampling.stop
         return bool(stops) and any(s in self.decode(row.tokens[-STOP_WINDOW:]) for s in stops)
+
+
+def top_p_sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """One token id (shape ``[1]``) from one row of logits, by temperature and nucleus (top-p) sampling: the rule
+    both transformers paths (this decoder and ``model.generate``'s seeded sampler) sample by."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    sorted_p, order = probs.sort(descending=True)
+    sorted_p = sorted_p * ((sorted_p.cumsum(-1) - sorted_p) < top_p)
+    return order[torch.multinomial(sorted_p, 1, generator=generator)]
 
 
 def _generator(sampling: SamplingConfig, seed: int, device: str) -> torch.Generator | None:

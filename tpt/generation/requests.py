@@ -17,6 +17,7 @@ and a miss costs a regeneration, never a wrong trajectory.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +32,9 @@ from tpt.versioning import content_hash, versioned_fields
 
 PART_GLOB = "*/*/*/shard-*/part-*.parquet"  # <experiment>/<stage>/<output>/<shard>: thinking and estimate samples
 INDEX = "request_index.duckdb"
+# The index runs in the Dagster process: DuckDB keeps to this and spills past it (its default is 80% of the
+# machine), so a backfill over every part ever written does not grow the driver with the corpus.
+INDEX_DUCKDB = {"memory_limit": "256MB", "temp_directory": str(Path(tempfile.gettempdir()) / "tpt-request-index-spill")}
 _SCHEMA = "CREATE TABLE IF NOT EXISTS requests (request_key VARCHAR PRIMARY KEY, part VARCHAR NOT NULL)"
 
 
@@ -84,7 +88,7 @@ class _connect:
         fresh = not self.path.exists()
         for attempt in range(120):
             try:
-                self.con = duckdb.connect(str(self.path))
+                self.con = duckdb.connect(str(self.path), config=INDEX_DUCKDB)
                 break
             except duckdb.IOException:
                 if attempt == 119:

@@ -49,8 +49,8 @@ def _part(root, run: int, n: int):
 
 def test_a_lookup_opens_only_the_parts_that_hold_the_asked_keys(tmp_path, monkeypatch):
     opened: list[str] = []
-    real_read = requests.pq.read_table
-    monkeypatch.setattr(requests.pq, "read_table", lambda path, **kw: opened.append(str(path)) or real_read(path, **kw))
+    real_read = requests.read_table
+    monkeypatch.setattr(requests, "read_table", lambda path, **kw: opened.append(str(path)) or real_read(path, **kw))
     for run in range(20):
         _part(tmp_path, run, 3)
     found = cached_rows(tmp_path, ["k3-1", "k17-0", "missing"])
