@@ -7,15 +7,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.partitions import sync_shard_partitions
-from assets.stage import StageResult, StageRun, markdown_table
+from assets.stage import ROW_BATCH, StageResult, StageRun, markdown_table
 from tpt.config import Experiment
 from tpt.corpus.build import build_corpus, load_manifest, read_contamination
 from tpt.errors import InputError
 from tpt.paths import parquet_file
 from tpt.stages import Instance, Outputs, Read, Stage
 from tpt.versioning import versioned_fields
-
-ROW_BATCH = 65_536  # documents per catalog write of the corpus's rows
 
 
 class CorpusMissingError(InputError, RuntimeError):

@@ -44,6 +44,8 @@ checkpoints already finished. Bad input is never retried (see ``user_facing_erro
 SETTINGS_RESOURCES = ("generator", "trainer", "evaluator")
 """Resources with output-changing fields (``output_settings()``): every stage needs them to resolve versions."""
 
+ROW_BATCH = 65_536  # rows per catalog write: a merge's memory follows the size of its delta
+
 
 def asset_key(experiment: Experiment, stage: str, variant: str | None = None) -> dg.AssetKey:
     """``<experiment>/<stage>[_<variant>]``: the stage's name is the asset's, the catalog's and the artifacts'."""
@@ -276,10 +278,14 @@ def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
 
 
 def _row_batches(rows) -> Iterator:
+    """Catalog writes of at most ``ROW_BATCH`` rows: a merge's memory follows its delta, so one run's 800k
+    trajectory rows in one upsert would grow the Dagster process by ~200 MB (``bench_catalog_memory.py``)."""
     if isinstance(rows, pa.Table):
-        yield rows
+        for start in range(0, rows.num_rows, ROW_BATCH):  # zero-copy slices
+            yield rows.slice(start, ROW_BATCH)
     elif isinstance(rows, Iterator):
-        yield from rows
+        for table in rows:
+            yield from _row_batches(table) if isinstance(table, pa.Table) else [table]
     else:
         yield list(rows)
 

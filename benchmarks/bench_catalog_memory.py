@@ -4,6 +4,7 @@ upserted in the corpus stage's 65,536-row batches, one fresh process per N, for 
 
     python benchmarks/bench_catalog_memory.py                         # N = 100k, 1M, 3M
     python benchmarks/bench_catalog_memory.py --tree /path/to/other/checkout
+    python benchmarks/bench_catalog_memory.py --rows 800000 3000000 --batch 3000000  # one upsert, one huge delta
 
 Growth is the peak resident set (VmHWM, reset just before the first write) minus the resident set then: it should
 stop growing once merges start (about 600k rows), whatever N.
@@ -49,9 +50,9 @@ print("RESULT", json.dumps({"rows": n, "wall_s": wall, "growth_mb": status("VmHW
 """
 
 
-def measure(tree: Path, rows: int) -> dict:
+def measure(tree: Path, rows: int, batch: int = BATCH) -> dict:
     env = os.environ | {"PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", WRITER, str(rows), str(BATCH)], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", WRITER, str(rows), str(batch)], env=env, check=True,
                          capture_output=True, text=True, cwd=tree).stdout  # fmt: skip
     return json.loads(re.search(r"RESULT (\{.*\})", out).group(1))  # after any progress bar DuckDB drew
 
@@ -60,10 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 3_000_000])
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--batch", type=int, default=BATCH, help="rows per upsert (one huge delta: --batch N)")
     args = parser.parse_args()
     print("| rows | upsert wall s | peak growth MB | files |\n| --- | --- | --- | --- |")
     for rows in args.rows:
-        m = measure(args.tree, rows)
+        m = measure(args.tree, rows, args.batch)
         print(f"| {m['rows']:,} | {m['wall_s']} | {m['growth_mb']} | {m['files']} |")
 
 

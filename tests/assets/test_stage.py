@@ -1,6 +1,7 @@
 """The retries the README promises for the Ray stages: twice, with exponential back-off, through Dagster."""
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
 from assets import registry, stage
@@ -68,3 +69,15 @@ def test_bad_input_is_not_retried(embedded, monkeypatch, tmp_path):
     result = dg.materialize([asset], resources=resources_at(tmp_path), raise_on_error=False)
     assert not result.success and attempts == [0]
     assert _events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == 0
+
+
+def test_catalog_rows_are_written_in_bounded_batches() -> None:
+    """A merge's memory follows its delta's size: one run's rows go to the catalog ROW_BATCH at a time, whether
+    the stage returns one table, an iterator of tables or a list of dicts."""
+    n = 2 * stage.ROW_BATCH + 7
+    table = pa.table({"doc_id": [f"d{i}" for i in range(n)]})
+    sizes = [t.num_rows for t in stage._row_batches(table)]
+    assert sizes == [stage.ROW_BATCH, stage.ROW_BATCH, 7]
+    assert [t.num_rows for t in stage._row_batches(iter([table, table.slice(0, 3)]))] == [*sizes, 3]
+    assert pa.concat_tables(stage._row_batches(table)).equals(table)  # every row, in order, once
+    assert list(stage._row_batches([{"a": 1}, {"a": 2}])) == [[{"a": 1}, {"a": 2}]]
