@@ -202,12 +202,13 @@ def write_shard(slices: list[tuple[str, int, int, int]], build: str, path: str, 
         docs = read_table(as_path(unit) / DOCS, columns=["pos", "doc_id", "source", "text"])
         tables.append(docs.filter(pc.is_in(docs["pos"], value_set=pa.array(wanted))).select(SHARD_SCHEMA.names))
     table = pa.concat_tables(tables).cast(SHARD_SCHEMA)
-    write_parquet(as_path(path), table)
+    digest = {}
+
+    def write_and_hash(tmp: Path) -> None:  # hashed before it is published: no read back from an object store
+        pq.write_table(table, tmp)
+        digest["sha256"] = file_sha256(tmp)
+
+    write_atomic(path, write_and_hash)
     _write_ids(as_path(ids_path), table.select(["doc_id"]))
     chars = int(pc.sum(pc.utf8_length(table["text"])).as_py() or 0)
-    return {
-        "name": as_path(path).stem,
-        "documents": table.num_rows,
-        "chars": chars,
-        "sha256": file_sha256(as_path(path)),
-    }
+    return {"name": as_path(path).stem, "documents": table.num_rows, "chars": chars, "sha256": digest["sha256"]}
