@@ -3,7 +3,8 @@
 Only the small JSON indexes are read when the reader is built; each token file is memory-mapped the first time
 one of its sequences is asked for, so a reader over thousands of shards costs a few kilobytes until it is used. A
 shard on an object store is downloaded whole, once, into the local cache (``$TPT_CACHE_DIR/remote``) the first time
-it is asked for, and mapped from there: a worker holds the shards it reads, not the corpus.
+it is asked for, and mapped from there. The copies are never evicted, and a mixture's order reaches every shard,
+so each training node ends up holding the whole token set of its mixture.
 """
 
 from __future__ import annotations
